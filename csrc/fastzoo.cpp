@@ -1,0 +1,53 @@
+// The schemas of every fastzoo operator, defined once (kernels register per backend in
+// cpu/ and cuda/), and the Python module fastzoo._C that loads them.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastzoo, m) {
+  m.def("dwconv_bn_act(Tensor x, Tensor weight, Tensor scale, Tensor shift, int stride=1, int padding=-1, "
+        "str act=\"identity\") -> Tensor");
+  m.def("pwconv_bn_act(Tensor x, Tensor weight, Tensor scale, Tensor shift, str act=\"identity\", "
+        "Tensor? residual=None) -> Tensor");
+  m.def("squeeze_excite(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, str act=\"relu\", "
+        "str gate=\"hardsigmoid\") -> Tensor");
+  m.def("channel_shuffle(Tensor x, int groups) -> Tensor");
+  m.def("mbconv(Tensor x, Tensor? expand_weight, Tensor? expand_scale, Tensor? expand_shift, "
+        "Tensor dw_weight, Tensor dw_scale, Tensor dw_shift, "
+        "Tensor? se_w1, Tensor? se_b1, Tensor? se_w2, Tensor? se_b2, "
+        "Tensor project_weight, Tensor project_scale, Tensor project_shift, "
+        "int stride=1, str act=\"relu\", str se_act=\"relu\", str se_gate=\"hardsigmoid\", "
+        "bool residual=False) -> Tensor");
+  m.def("fused_mbconv(Tensor x, Tensor conv_weight, Tensor conv_scale, Tensor conv_shift, "
+        "Tensor? project_weight, Tensor? project_scale, Tensor? project_shift, "
+        "int stride=1, str act=\"silu\", bool residual=False) -> Tensor");
+}
+
+namespace {
+py::dict build_info() {
+  py::dict d;
+#ifdef FASTZOO_WITH_CUDA
+  d["cuda"] = true;
+  d["cuda_version"] = std::string(FASTZOO_CUDA_VERSION);
+  d["cuda_archs"] = std::string(FASTZOO_CUDA_ARCHS);
+#else
+  d["cuda"] = false;
+  d["cuda_version"] = py::none();
+  d["cuda_archs"] = std::string();
+#endif
+  d["torch_version"] = std::string(FASTZOO_TORCH_VERSION);
+  return d;
+}
+}  // namespace
+
+namespace fastzoo {
+void set_cpu_fastpath(bool enabled);
+bool cpu_fastpath();
+}  // namespace fastzoo
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastzoo fused operators (registered as torch.ops.fastzoo.*)";
+  m.def("build_info", &build_info, "What this extension was built with.");
+  m.def("set_cpu_fastpath", &fastzoo::set_cpu_fastpath,
+        "Testing aid: False routes CPU kernels through the shared __host__ __device__ math.");
+  m.def("cpu_fastpath", &fastzoo::cpu_fastpath);
+}

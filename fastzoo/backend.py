@@ -1,0 +1,107 @@
+"""Which implementation runs the fused ops: auto, reference, cpu, cuda or triton.
+
+`auto` picks per device from what is built: CPU tensors -> cpu (C++ kernels) when fastzoo._C is built,
+CUDA tensors -> cuda kernels, else triton, else reference. fastzoo.set_backend(name), the context
+manager fastzoo.backend(name) and the environment variable FASTZOO_BACKEND override it.
+"""
+import contextlib
+import os
+
+from . import _ext
+
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+
+_current = None  # None: take FASTZOO_BACKEND (default auto)
+
+
+def _check_name(name, source="backend"):
+    if name not in BACKENDS:
+        raise ValueError(f"fastzoo: unknown {source} {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def get_backend() -> str:
+    if _current is not None:
+        return _current
+    return _check_name(os.environ.get("FASTZOO_BACKEND", "auto") or "auto", "FASTZOO_BACKEND")
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for every fused op from now on ("auto" restores the default choice)."""
+    global _current
+    _current = _check_name(name)
+
+
+@contextlib.contextmanager
+def backend(name: str):
+    """with fastzoo.backend("reference"): ... runs the block on that backend."""
+    global _current
+    _check_name(name)
+    previous, _current = _current, name
+    try:
+        yield name
+    finally:
+        _current = previous
+
+
+def triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_importable():
+    try:
+        import triton  # noqa: F401
+        return None
+    except ImportError:
+        return "triton is not installed (pip install triton)"
+
+
+def unavailable_reason(name: str, device_type: str):
+    """None if backend `name` can run tensors of `device_type` now, else why not."""
+    import torch
+
+    if name == "reference":
+        return None
+    if name == "cpu":
+        if not _ext.loaded():
+            return f"fastzoo._C is not built ({_ext.load_error}); reinstall with pip install --no-build-isolation ."
+        if device_type != "cpu":
+            return f"the cpu backend runs CPU tensors; the input is on {device_type}"
+        return None
+    if name == "cuda":
+        if device_type != "cuda":
+            return f"the cuda backend runs CUDA tensors; the input is on {device_type}"
+        if not _ext.has_cuda_kernels():
+            return "fastzoo._C was built without CUDA kernels (rebuild with FASTZOO_CUDA=1 where nvcc is found)"
+        if not torch.cuda.is_available():
+            return "no CUDA device is visible"
+        return None
+    if name == "triton":
+        why = _triton_importable()
+        if why:
+            return why
+        if device_type == "cuda":
+            return None if torch.cuda.is_available() else "no CUDA device is visible"
+        if device_type == "cpu" and triton_interpret():
+            return None
+        return f"the triton backend runs CUDA tensors (or CPU tensors under TRITON_INTERPRET=1); the input is on {device_type}"
+    raise ValueError(f"fastzoo: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def resolve(device_type: str) -> str:
+    """The concrete backend for tensors on `device_type`; a clear error if the chosen one cannot run."""
+    name = get_backend()
+    if name == "auto":
+        order = ("cpu",) if device_type == "cpu" else ("cuda", "triton") if device_type == "cuda" else ()
+        for candidate in order:
+            if unavailable_reason(candidate, device_type) is None:
+                return candidate
+        return "reference"
+    why = unavailable_reason(name, device_type)
+    if why:
+        raise RuntimeError(f"fastzoo: backend {name!r} is unavailable: {why}")
+    return name
+
+
+def available_backends(device_type: str):
+    return [b for b in BACKENDS[1:] if unavailable_reason(b, device_type) is None]

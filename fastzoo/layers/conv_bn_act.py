@@ -1,0 +1,89 @@
+"""Conv + BatchNorm + activation with torchvision's Conv2dNormActivation layout (children 0: conv,
+1: bn, 2: act), so torchvision state_dicts load unchanged. Eval mode runs the fused op matching the
+conv's shape (depthwise or pointwise) with BN folded; other convs run one conv with folded weights.
+Train mode runs the plain chain (BN needs batch statistics)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import activations, ops
+from .bn_fold import FoldCache, fold_bn
+
+
+def _act_module(act):
+    if act is None or isinstance(act, nn.Module):
+        return act
+    return {"identity": None, "relu": nn.ReLU(inplace=True), "relu6": nn.ReLU6(inplace=True),
+            "hardswish": nn.Hardswish(inplace=True), "hardsigmoid": nn.Hardsigmoid(inplace=True),
+            "silu": nn.SiLU(inplace=True), "sigmoid": nn.Sigmoid(), "gelu": nn.GELU()}[activations.check_act(
+                "ConvBnAct", "act", act)]
+
+
+class ConvBnAct(nn.Sequential):
+    def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, padding=None, groups=1, act="relu",
+                 bn_eps=1e-5, bn_momentum=0.1, dilation=1):
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        layers = [nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False),
+                  nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum)]
+        act = _act_module(act)
+        if act is not None:
+            layers.append(act)
+        super().__init__(*layers)
+        self._fold = FoldCache()
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        return self[1]
+
+    @property
+    def act_name(self) -> str:
+        return activations.name_of(self[2] if len(self) > 2 else None)
+
+    def kind(self) -> str:
+        """'depthwise', 'pointwise' or 'conv': which fused op runs this layer in eval mode."""
+        c = self.conv
+        k, s, p, d = c.kernel_size, c.stride, c.padding, c.dilation
+        plain = d == (1, 1) and k[0] == k[1] and s[0] == s[1] and p[0] == p[1] and c.padding_mode == "zeros"
+        if plain and c.groups == c.in_channels == c.out_channels and k[0] % 2 == 1 and s[0] in (1, 2):
+            return "depthwise"
+        if plain and k == (1, 1) and s == (1, 1) and p == (0, 0) and c.groups == 1:
+            return "pointwise"
+        return "conv"
+
+    def folded(self):
+        """(weight, scale, shift, weight * scale) of the conv with its BN folded (eval mode); the scaled
+        weight only for convs no fused op covers."""
+        c, bn = self.conv, self.bn
+        return self._fold.get((c.weight, c.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var),
+                              lambda: self._compute_fold())
+
+    def _compute_fold(self):
+        scale, shift = fold_bn(self.bn)
+        if self.conv.bias is not None:
+            shift = shift + self.conv.bias.float() * scale
+        w = self.conv.weight
+        scaled = w * scale.to(w.dtype).view(-1, 1, 1, 1) if self.kind() == "conv" else None
+        return w, scale, shift, scaled
+
+    def forward(self, x, residual=None):
+        if self.training:
+            y = self[1](self[0](x))
+            if residual is not None:
+                y = y + residual
+            return self[2](y) if len(self) > 2 else y
+        w, scale, shift, scaled = self.folded()
+        kind, act = self.kind(), self.act_name
+        if kind == "depthwise" and residual is None:
+            return ops.dwconv_bn_act(x, w, scale, shift, self.conv.stride[0], self.conv.padding[0], act)
+        if kind == "pointwise":
+            return ops.pwconv_bn_act(x, w, scale, shift, act, residual)
+        c = self.conv
+        y = F.conv2d(x, scaled, shift.to(x.dtype), c.stride, c.padding, c.dilation, c.groups)
+        if residual is not None:
+            y = y + residual
+        return activations.apply(act, y)

@@ -1,0 +1,83 @@
+"""The fused operators: fastzoo.ops.<op>(...) validates its arguments and runs the chosen backend
+(see fastzoo.backend). The same ops are torch.ops.fastzoo.<op> (C++/CUDA) and
+torch.ops.fastzoo_triton.<op> (Triton); docs/OPS.md has the contract."""
+import torch
+
+from .. import _ext, backend, reference
+from . import _autograd, _checks, _triton
+
+OP_NAMES = ("dwconv_bn_act", "pwconv_bn_act", "squeeze_excite", "channel_shuffle", "mbconv", "fused_mbconv")
+
+
+def _fake(check):
+    def fake(x, *args):
+        shape = check(x, *args)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=x.suggest_memory_format())
+    return fake
+
+
+def _register():
+    for name in OP_NAMES:
+        bwd, setup = _autograd.FORMULAS[name]
+        fake = _fake(getattr(_checks, name))
+        _triton.OPS[name].register_fake(fake)
+        _triton.OPS[name].register_autograd(bwd, setup_context=setup)
+        if _ext.loaded():
+            torch.library.register_fake(f"fastzoo::{name}", fake)
+            torch.library.register_autograd(f"fastzoo::{name}", bwd, setup_context=setup)
+
+
+_register()
+
+
+def implementation(name: str, device_type: str):
+    """The callable that runs op `name` on tensors of `device_type` with the current backend."""
+    chosen = backend.resolve(device_type)
+    if chosen == "reference":
+        return getattr(reference, name)
+    if chosen == "triton":
+        return _triton.OPS[name]
+    return getattr(torch.ops.fastzoo, name)
+
+
+def dwconv_bn_act(x, weight, scale, shift, stride=1, padding=-1, act="identity"):
+    """act(depthwise KxK conv(x, weight) * scale + shift); padding -1 means K//2."""
+    _checks.dwconv_bn_act(x, weight, scale, shift, stride, padding, act)
+    return implementation("dwconv_bn_act", x.device.type)(x, weight, scale, shift, stride, padding, act)
+
+
+def pwconv_bn_act(x, weight, scale, shift, act="identity", residual=None):
+    """act(1x1 conv(x, weight) * scale + shift + residual)."""
+    _checks.pwconv_bn_act(x, weight, scale, shift, act, residual)
+    return implementation("pwconv_bn_act", x.device.type)(x, weight, scale, shift, act, residual)
+
+
+def squeeze_excite(x, w1, b1, w2, b2, act="relu", gate="hardsigmoid"):
+    """x * gate(w2 @ act(w1 @ mean_hw(x) + b1) + b2)."""
+    _checks.squeeze_excite(x, w1, b1, w2, b2, act, gate)
+    return implementation("squeeze_excite", x.device.type)(x, w1, b1, w2, b2, act, gate)
+
+
+def channel_shuffle(x, groups):
+    """The ShuffleNet channel shuffle: (N, g, C/g, H, W) -> (N, C/g, g, H, W)."""
+    _checks.channel_shuffle(x, groups)
+    return implementation("channel_shuffle", x.device.type)(x, groups)
+
+
+def mbconv(x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift,
+           se_w1, se_b1, se_w2, se_b2, project_weight, project_scale, project_shift,
+           stride=1, act="relu", se_act="relu", se_gate="hardsigmoid", residual=False):
+    """The inverted-residual block: expand pw + BN + act, dw + BN + act, SE, project pw + BN, + x."""
+    args = (x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift, se_w1, se_b1, se_w2, se_b2,
+            project_weight, project_scale, project_shift, stride, act, se_act, se_gate, residual)
+    _checks.mbconv(*args)
+    return implementation("mbconv", x.device.type)(*args)
+
+
+def fused_mbconv(x, conv_weight, conv_scale, conv_shift, project_weight, project_scale, project_shift,
+                 stride=1, act="silu", residual=False):
+    """The Fused-MBConv block: KxK conv + BN + act, optional project pw + BN, + x."""
+    args = (x, conv_weight, conv_scale, conv_shift, project_weight, project_scale, project_shift, stride, act,
+            residual)
+    _checks.fused_mbconv(*args)
+    return implementation("fused_mbconv", x.device.type)(*args)

@@ -1,7 +1,7 @@
 """fastzoo: classic and mobile CNNs on fused operators (C++ CPU, CUDA and Triton kernels, each checked
 against a plain PyTorch reference)."""
 from . import _ext, layers, ops, reference
-from .backend import available_backends, backend, get_backend, set_backend
+from .backends import available_backends, backend, get_backend, set_backend
 
 __version__ = "0.1.0"
 

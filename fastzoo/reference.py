@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from . import activations
+from .memory_format import suggest_memory_format
 
 
 def _vec(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def squeeze_excite(x, w1, b1, w2, b2, act: str = "relu", gate: str = "hardsigmoi
 def channel_shuffle(x, groups: int):
     n, c, h, w = x.shape
     out = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-    return out.contiguous(memory_format=x.suggest_memory_format())
+    return out.contiguous(memory_format=suggest_memory_format(x))
 
 
 def mbconv(x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift,

@@ -1,6 +1,6 @@
 """BatchNorm folded into a per-channel scale and shift, computed once per eval-mode module and
 recomputed when any source tensor changes (in-place updates bump a tensor's _version; .to() and
-load_state_dict(assign=True) give new storage)."""
+load_state_dict(assign=True) give new storage), and cleared by training."""
 import torch
 
 
@@ -21,6 +21,11 @@ class FoldCache:
     """Caches a function of some tensors until one of them changes."""
 
     def __init__(self):
+        self.clear()
+
+    def clear(self):
+        """Forget the cached value: batch-norm's running statistics are updated in place by the kernel
+        without bumping _version, so every train-mode forward and every train() call clears."""
         self._key = None
         self._value = None
 
@@ -31,6 +36,8 @@ class FoldCache:
     def get(self, tensors, compute):
         if torch.compiler.is_compiling():  # traced once; inductor constant-folds it with freezing
             return compute()
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            return compute()  # differentiable fold: gradients reach the BN affine parameters too
         key = self._key_of(tensors)
         if key != self._key:
             with torch.no_grad():

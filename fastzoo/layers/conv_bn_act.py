@@ -70,8 +70,13 @@ class ConvBnAct(nn.Sequential):
         scaled = w * scale.to(w.dtype).view(-1, 1, 1, 1) if self.kind() == "conv" else None
         return w, scale, shift, scaled
 
+    def train(self, mode: bool = True):
+        self._fold.clear()
+        return super().train(mode)
+
     def forward(self, x, residual=None):
         if self.training:
+            self._fold.clear()
             y = self[1](self[0](x))
             if residual is not None:
                 y = y + residual

@@ -3,7 +3,8 @@
 torch.ops.fastzoo_triton.<op> (Triton); docs/OPS.md has the contract."""
 import torch
 
-from .. import _ext, backend, reference
+from .. import _ext, backends, reference
+from ..memory_format import suggest_memory_format
 from . import _autograd, _checks, _triton
 
 OP_NAMES = ("dwconv_bn_act", "pwconv_bn_act", "squeeze_excite", "channel_shuffle", "mbconv", "fused_mbconv")
@@ -12,7 +13,7 @@ OP_NAMES = ("dwconv_bn_act", "pwconv_bn_act", "squeeze_excite", "channel_shuffle
 def _fake(check):
     def fake(x, *args):
         shape = check(x, *args)
-        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=x.suggest_memory_format())
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=suggest_memory_format(x))
     return fake
 
 
@@ -32,7 +33,7 @@ _register()
 
 def implementation(name: str, device_type: str):
     """The callable that runs op `name` on tensors of `device_type` with the current backend."""
-    chosen = backend.resolve(device_type)
+    chosen = backends.resolve(device_type)
     if chosen == "reference":
         return getattr(reference, name)
     if chosen == "triton":

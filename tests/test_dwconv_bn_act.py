@@ -1,0 +1,67 @@
+"""dwconv_bn_act on every backend against the reference (float64 oracle)."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import fastzoo
+from fastzoo import ops
+from fastzoo.activations import ACTIVATIONS
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+
+
+def run_case(impl, n, c, h, w, k, stride, act, fmt, dtype=torch.float32, padding=-1):
+    x = layout(rand(n, c, h, w, dtype=dtype, device=impl.device), fmt)
+    weight = rand(c, 1, k, k, dtype=dtype, device=impl.device)
+    scale, shift = bn_vectors(c, impl.device)
+    poison(impl.device, max(1, n * c * h * w))
+    y = ops.dwconv_bn_act(x, weight, scale, shift, stride, padding, act)
+    check_close(y, oracle("dwconv_bn_act", x, weight, scale, shift, stride, padding, act).to(dtype), dtype)
+    expected_format(x, y)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (9, 2)])
+def test_kernel_sizes_strides_formats(impl, k, stride, fmt):
+    run_case(impl, 2, 13, 11, 9, k, stride, "hardswish", fmt)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activations(impl, act):
+    run_case(impl, 1, 20, 7, 8, 3, 1, act, "channels_last")
+    run_case(impl, 1, 20, 7, 8, 3, 1, act, "nchw")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 1, 17), (3, 33, 5, 4), (1, 72, 14, 14)])
+def test_edge_shapes(impl, shape):
+    run_case(impl, *shape, 3, 2, "relu", "channels_last")
+    run_case(impl, *shape, 5, 1, "relu6", "nchw")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_dtypes(impl, dtype):
+    if dtype == torch.float64 and impl.name == "triton":
+        pytest.skip("triton kernels take fp32/fp16/bf16")
+    run_case(impl, 2, 24, 9, 10, 3, 1, "silu", "channels_last", dtype)
+    run_case(impl, 2, 24, 9, 10, 5, 2, "hardswish", "nchw", dtype)
+
+
+def test_explicit_padding(impl):
+    run_case(impl, 2, 8, 10, 10, 3, 1, "relu", "nchw", padding=0)
+    run_case(impl, 2, 8, 10, 10, 3, 2, "relu", "channels_last", padding=2)
+
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 40), h=st.integers(1, 16), w=st.integers(1, 16),
+       k=st.sampled_from([3, 5, 7]), stride=st.sampled_from([1, 2]), act=st.sampled_from(ACTIVATIONS),
+       fmt=st.sampled_from(FORMATS), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_property_cpu(n, c, h, w, k, stride, act, fmt, dtype):
+    """Hypothesis over shapes, kernels, strides, activations, formats and dtypes (CPU kernels)."""
+    from conftest import Impl
+    impl = Impl("cpu", "cpu")
+    if impl.why_skip():
+        pytest.skip(impl.why_skip())
+    with fastzoo.backend("cpu"):
+        run_case(impl, n, c, h, w, k, stride, act, fmt, dtype)
+
+

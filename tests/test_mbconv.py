@@ -1,0 +1,101 @@
+"""mbconv and fused_mbconv on every backend against the reference (float64 oracle)."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import fastzoo
+from fastzoo import ops
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+
+
+def mbconv_args(d, dtype, n, cin, cexp, cout, h, w, k, stride, expand, se, act, se_act, se_gate, residual, fmt):
+    r = lambda *s: rand(*s, dtype=dtype, device=d)  # noqa: E731
+    x = layout(r(n, cin, h, w), fmt)
+    cmid = cexp if expand else cin
+    exp = (r(cmid, cin, 1, 1), *bn_vectors(cmid, d)) if expand else (None,) * 3
+    cs = max(1, cmid // 4)
+    se_args = (r(cs, cmid, 1, 1), rand(cs, device=d), r(cmid, cs, 1, 1), rand(cmid, device=d)) if se else (None,) * 4
+    return (x, *exp, r(cmid, 1, k, k), *bn_vectors(cmid, d), *se_args, r(cout, cmid, 1, 1), *bn_vectors(cout, d),
+            stride, act, se_act, se_gate, residual)
+
+
+def run_mbconv(impl, n=2, cin=16, cexp=40, cout=16, h=9, w=7, k=3, stride=1, expand=True, se=True, act="hardswish",
+               se_act="relu", se_gate="hardsigmoid", residual=True, fmt="channels_last", dtype=torch.float32):
+    args = mbconv_args(impl.device, dtype, n, cin, cexp, cout, h, w, k, stride, expand, se, act, se_act, se_gate,
+                       residual, fmt)
+    poison(impl.device, n * cexp * h * w)
+    y = ops.mbconv(*args)
+    check_close(y, oracle("mbconv", *args).to(dtype), dtype)
+    expected_format(args[0], y)
+
+
+def run_fused(impl, n=2, cin=16, cexp=40, cout=16, h=9, w=7, k=3, stride=1, project=True, act="silu", residual=True,
+              fmt="channels_last", dtype=torch.float32):
+    d = impl.device
+    r = lambda *s: rand(*s, dtype=dtype, device=d)  # noqa: E731
+    x = layout(r(n, cin, h, w), fmt)
+    cmid = cexp if project else cout
+    proj = (r(cout, cmid, 1, 1), *bn_vectors(cout, d)) if project else (None,) * 3
+    args = (x, r(cmid, cin, k, k), *bn_vectors(cmid, d), *proj, stride, act, residual)
+    poison(d, n * cexp * h * w)
+    y = ops.fused_mbconv(*args)
+    check_close(y, oracle("fused_mbconv", *args).to(dtype), dtype)
+    expected_format(x, y)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("expand,se", [(True, True), (True, False), (False, True), (False, False)])
+def test_mbconv_structure(impl, fmt, expand, se):
+    run_mbconv(impl, expand=expand, se=se, fmt=fmt)
+
+
+@pytest.mark.parametrize("k,stride", [(3, 2), (5, 1), (5, 2), (7, 1)])
+def test_mbconv_kernel_stride(impl, k, stride):
+    run_mbconv(impl, k=k, stride=stride, cout=24, residual=False, h=11, w=10)
+
+
+@pytest.mark.parametrize("act,se_act,se_gate", [("relu", "relu", "hardsigmoid"), ("silu", "silu", "sigmoid"),
+                                                ("relu6", "relu", "sigmoid"), ("gelu", "gelu", "hardsigmoid")])
+def test_mbconv_activations(impl, act, se_act, se_gate):
+    run_mbconv(impl, act=act, se_act=se_act, se_gate=se_gate, fmt="nchw")
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 8, 1, 1), (3, 5, 19, 7, 3, 5), (1, 24, 72, 24, 14, 14)])
+def test_mbconv_edge_shapes(impl, shape):
+    n, cin, cexp, cout, h, w = shape
+    run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, residual=cin == cout)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_mbconv_dtypes(impl, dtype):
+    if dtype == torch.float64 and impl.name == "triton":
+        pytest.skip("triton kernels take fp32/fp16/bf16")
+    run_mbconv(impl, dtype=dtype)
+    run_fused(impl, dtype=dtype, fmt="nchw")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("project", [True, False])
+def test_fused_mbconv_structure(impl, fmt, project):
+    run_fused(impl, project=project, fmt=fmt)
+
+
+@pytest.mark.parametrize("k,stride,act", [(3, 2, "silu"), (5, 1, "relu"), (3, 1, "gelu")])
+def test_fused_mbconv_kernel_stride(impl, k, stride, act):
+    run_fused(impl, k=k, stride=stride, cout=24, residual=False, h=11, w=10, act=act)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 2), cin=st.integers(1, 24), cexp=st.integers(1, 48), cout=st.integers(1, 24),
+       h=st.integers(1, 10), w=st.integers(1, 10), k=st.sampled_from([3, 5]), stride=st.sampled_from([1, 2]),
+       expand=st.booleans(), se=st.booleans(), fmt=st.sampled_from(FORMATS),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtype):
+    from conftest import Impl
+    impl = Impl("cpu", "cpu")
+    if impl.why_skip():
+        pytest.skip(impl.why_skip())
+    residual = stride == 1 and cin == cout
+    with fastzoo.backend("cpu"):
+        run_mbconv(impl, n, cin, cexp, cout, h, w, k, stride, expand, se, residual=residual, fmt=fmt, dtype=dtype)
+        run_fused(impl, n, cin, cexp, cout, h, w, k, stride, expand, residual=residual, fmt=fmt, dtype=dtype)

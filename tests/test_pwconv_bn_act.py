@@ -1,0 +1,66 @@
+"""pwconv_bn_act on every backend against the reference (float64 oracle)."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import fastzoo
+from fastzoo import ops
+from fastzoo.activations import ACTIVATIONS
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+
+
+def run_case(impl, n, cin, cout, h, w, act, fmt, dtype=torch.float32, with_residual=False, weight_2d=False,
+             residual_fmt="nchw"):
+    x = layout(rand(n, cin, h, w, dtype=dtype, device=impl.device), fmt)
+    weight = rand(cout, cin, dtype=dtype, device=impl.device) if weight_2d else \
+        rand(cout, cin, 1, 1, dtype=dtype, device=impl.device)
+    scale, shift = bn_vectors(cout, impl.device)
+    res = layout(rand(n, cout, h, w, dtype=dtype, device=impl.device), residual_fmt) if with_residual else None
+    poison(impl.device, max(1, n * cout * h * w))
+    y = ops.pwconv_bn_act(x, weight, scale, shift, act, res)
+    check_close(y, oracle("pwconv_bn_act", x, weight, scale, shift, act, res).to(dtype), dtype)
+    expected_format(x, y)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_formats_residual(impl, fmt, with_residual):
+    run_case(impl, 2, 24, 40, 7, 9, "hardswish", fmt, with_residual=with_residual)
+
+
+@pytest.mark.parametrize("residual_fmt", FORMATS)
+def test_residual_in_another_format(impl, residual_fmt):
+    run_case(impl, 2, 16, 16, 5, 5, "relu", "channels_last", with_residual=True, residual_fmt=residual_fmt)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activations(impl, act):
+    run_case(impl, 1, 19, 21, 5, 6, act, "channels_last")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (1, 3, 5, 1, 17), (3, 33, 7, 4, 5), (2, 96, 576, 7, 7)])
+def test_edge_shapes(impl, shape):
+    n, cin, cout, h, w = shape
+    run_case(impl, n, cin, cout, h, w, "relu6", "channels_last", with_residual=True)
+    run_case(impl, n, cin, cout, h, w, "identity", "nchw", weight_2d=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_dtypes(impl, dtype):
+    if dtype == torch.float64 and impl.name == "triton":
+        pytest.skip("triton kernels take fp32/fp16/bf16")
+    run_case(impl, 2, 40, 24, 6, 7, "silu", "channels_last", dtype, with_residual=True)
+    run_case(impl, 2, 40, 24, 6, 7, "gelu", "nchw", dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), cin=st.integers(1, 48), cout=st.integers(1, 48), h=st.integers(1, 9),
+       w=st.integers(1, 9), act=st.sampled_from(ACTIVATIONS), fmt=st.sampled_from(FORMATS),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), with_residual=st.booleans())
+def test_property_cpu(n, cin, cout, h, w, act, fmt, dtype, with_residual):
+    from conftest import Impl
+    impl = Impl("cpu", "cpu")
+    if impl.why_skip():
+        pytest.skip(impl.why_skip())
+    with fastzoo.backend("cpu"):
+        run_case(impl, n, cin, cout, h, w, act, fmt, dtype, with_residual)

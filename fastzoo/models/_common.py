@@ -1,0 +1,54 @@
+"""Helpers shared by the model families."""
+import torch
+from torch import nn
+
+from ._weights import load_weights
+
+
+def make_divisible(v, divisor=8, min_value=None):
+    """Round channels to a multiple of divisor, never below 90% of v (torchvision / TF reference rule)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def set_bn(model, eps=None, momentum=None):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            if eps is not None:
+                m.eps = eps
+            if momentum is not None:
+                m.momentum = momentum
+    return model
+
+
+def init_weights(model):
+    """torchvision's initialisation for conv nets: kaiming conv, unit BN, small normal linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
+def finish(model, weights=None, remaps=()):
+    """Initialise, then load weights if given."""
+    init_weights(model)
+    if weights is not None:
+        load_weights(model, weights, remaps)
+    return model
+
+
+def to_channels_last_for_inference(model, x: torch.Tensor) -> torch.Tensor:
+    """The fused CPU kernels vectorize over channels: run eval-mode models channels_last inside."""
+    if not model.training and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -44,3 +44,28 @@ class FoldCache:
                 self._value = compute()
             self._key = key
         return self._value
+
+
+def conv_kind(conv: torch.nn.Conv2d) -> str:
+    """'depthwise', 'pointwise' or 'conv': which fused op runs this conv (+ BN + act) in eval mode."""
+    k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
+    plain = d == (1, 1) and k[0] == k[1] and s[0] == s[1] and p[0] == p[1] and conv.padding_mode == "zeros"
+    if plain and conv.groups == conv.in_channels == conv.out_channels and k[0] % 2 == 1 and s[0] in (1, 2):
+        return "depthwise"
+    if plain and k == (1, 1) and s == (1, 1) and p == (0, 0) and conv.groups == 1:
+        return "pointwise"
+    return "conv"
+
+
+def fold_conv_bn(cache: FoldCache, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d):
+    """(weight, scale, shift, weight * scale) of conv followed by bn, cached in `cache`; the scaled weight
+    only for convs that no fused op covers (they run as one conv with the folded weight and bias)."""
+    def compute():
+        scale, shift = fold_bn(bn)
+        if conv.bias is not None:
+            shift = shift + conv.bias.float() * scale
+        w = conv.weight
+        scaled = w * scale.to(w.dtype).view(-1, 1, 1, 1) if conv_kind(conv) == "conv" else None
+        return w, scale, shift, scaled
+
+    return cache.get((conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var), compute)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import activations, ops
-from .bn_fold import FoldCache, fold_bn
+from .bn_fold import FoldCache, conv_kind, fold_conv_bn
 
 
 def _act_module(act):
@@ -46,29 +46,11 @@ class ConvBnAct(nn.Sequential):
 
     def kind(self) -> str:
         """'depthwise', 'pointwise' or 'conv': which fused op runs this layer in eval mode."""
-        c = self.conv
-        k, s, p, d = c.kernel_size, c.stride, c.padding, c.dilation
-        plain = d == (1, 1) and k[0] == k[1] and s[0] == s[1] and p[0] == p[1] and c.padding_mode == "zeros"
-        if plain and c.groups == c.in_channels == c.out_channels and k[0] % 2 == 1 and s[0] in (1, 2):
-            return "depthwise"
-        if plain and k == (1, 1) and s == (1, 1) and p == (0, 0) and c.groups == 1:
-            return "pointwise"
-        return "conv"
+        return conv_kind(self.conv)
 
     def folded(self):
-        """(weight, scale, shift, weight * scale) of the conv with its BN folded (eval mode); the scaled
-        weight only for convs no fused op covers."""
-        c, bn = self.conv, self.bn
-        return self._fold.get((c.weight, c.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var),
-                              lambda: self._compute_fold())
-
-    def _compute_fold(self):
-        scale, shift = fold_bn(self.bn)
-        if self.conv.bias is not None:
-            shift = shift + self.conv.bias.float() * scale
-        w = self.conv.weight
-        scaled = w * scale.to(w.dtype).view(-1, 1, 1, 1) if self.kind() == "conv" else None
-        return w, scale, shift, scaled
+        """(weight, scale, shift, weight * scale or None) of the conv with its BN folded (eval mode)."""
+        return fold_conv_bn(self._fold, self.conv, self.bn)
 
     def train(self, mode: bool = True):
         self._fold.clear()

@@ -1,14 +1,22 @@
-"""The inverted-residual blocks with torchvision's layout (`block` = Sequential of ConvBnAct / SE
-children), so torchvision MobileNetV3 / EfficientNet state_dicts load unchanged. Eval mode runs the
-whole block as one fused op (mbconv / fused_mbconv) with BN folded; train mode runs the children."""
+"""The inverted-residual blocks. Eval mode runs the whole block as one fused op (mbconv / fused_mbconv)
+with BN folded; train mode runs the children in order (BN needs batch statistics).
+
+The children follow the layout of the library whose checkpoints the block must load unchanged:
+- "block" (torchvision MobileNetV3 / EfficientNet): block = [ConvBnAct expand?, ConvBnAct dw, SE?, ConvBnAct project]
+- "conv" (torchvision MobileNetV2): conv = [ConvBnAct expand?, ConvBnAct dw, Conv2d project, BatchNorm2d]
+- "layers" (torchvision MnasNet): layers = [Conv2d, BN, act, Conv2d dw, BN, act, Conv2d, BN]
+"""
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .. import ops
-from .conv_bn_act import ConvBnAct
+from .. import activations, ops
+from .bn_fold import FoldCache, fold_conv_bn
+from .conv_bn_act import ConvBnAct, _act_module
 from .squeeze_excite import SqueezeExcite
+
+LAYOUTS = ("block", "conv", "layers")
 
 
 def drop_path(x, p: float, training: bool):
@@ -20,61 +28,101 @@ def drop_path(x, p: float, training: bool):
     return x * mask.div_(keep)
 
 
-class MBConv(nn.Module):
-    def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, expand_chs=None, se_chs: Optional[int] = None,
-                 act="relu", se_act="relu", se_gate="hardsigmoid", drop_path_rate=0.0, bn_eps=1e-5, bn_momentum=0.1):
-        super().__init__()
-        expand_chs = expand_chs or in_chs
-        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-        layers = []
-        self.has_expand = expand_chs != in_chs
-        if self.has_expand:
-            layers.append(ConvBnAct(in_chs, expand_chs, 1, act=act, **bn))
-        layers.append(ConvBnAct(expand_chs, expand_chs, kernel_size, stride, groups=expand_chs, act=act, **bn))
-        self.has_se = se_chs is not None
-        if self.has_se:
-            layers.append(SqueezeExcite(expand_chs, se_chs, se_act, se_gate))
-        layers.append(ConvBnAct(expand_chs, out_chs, 1, act=None, **bn))
-        self.block = nn.Sequential(*layers)
-        self.stride, self.act = stride, act
+def _conv_bn(cin, cout, k, stride, groups, act, bn, layout):
+    """A conv + BN (+ act) stage as modules of `layout`, and the (conv, bn) pair the fused path folds."""
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+    norm = nn.BatchNorm2d(cout, eps=bn["bn_eps"], momentum=bn["bn_momentum"])
+    act_mod = _act_module(act)
+    if layout == "block" or (layout == "conv" and act is not None):
+        cba = ConvBnAct(cin, cout, k, stride, groups=groups, act=act_mod, **bn)
+        return [cba], (cba.conv, cba.bn)
+    return [conv, norm] + ([act_mod] if act_mod is not None else []), (conv, norm)
+
+
+class _Block(nn.Module):
+    """Shared by MBConv and FusedMBConv: the container, the folded stages, residual and drop path."""
+
+    def _setup(self, layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate):
+        if layout not in LAYOUTS:
+            raise ValueError(f"{type(self).__name__}: unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        self.layout = layout
+        setattr(self, layout, nn.Sequential(*modules))
+        self._stages = stages  # (conv, bn) pairs, also registered inside the container
+        self._folds = [FoldCache() for _ in stages]
+        self.stride, self.act = stride, activations.check_act(type(self).__name__, "act", act)
         self.use_res_connect = stride == 1 and in_chs == out_chs
         self.drop_path_rate = drop_path_rate
 
+    def folded(self, i):
+        return fold_conv_bn(self._folds[i], *self._stages[i])[:3]
+
+    def train(self, mode: bool = True):
+        for f in self._folds:
+            f.clear()
+        return super().train(mode)
+
     def forward(self, x):
         if self.training:
-            y = self.block(x)
+            for f in self._folds:
+                f.clear()
+            y = getattr(self, self.layout)(x)
             return x + drop_path(y, self.drop_path_rate, True) if self.use_res_connect else y
-        parts = list(self.block)
-        expand = parts.pop(0).folded()[:3] if self.has_expand else (None, None, None)
-        dw = parts.pop(0).folded()[:3]
-        se = parts.pop(0) if self.has_se else None
-        se_args = (se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias) if se else (None,) * 4
-        project = parts.pop(0).folded()[:3]
+        return self.forward_fused(x)
+
+
+class MBConv(_Block):
+    def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, expand_chs=None, se_chs: Optional[int] = None,
+                 act="relu", se_act="relu", se_gate="hardsigmoid", drop_path_rate=0.0, bn_eps=1e-5, bn_momentum=0.1,
+                 layout="block"):
+        super().__init__()
+        expand_chs = expand_chs or in_chs
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        modules, stages = [], []
+        self.has_expand = expand_chs != in_chs
+        if self.has_expand:
+            mods, pair = _conv_bn(in_chs, expand_chs, 1, 1, 1, act, bn, layout)
+            modules += mods
+            stages.append(pair)
+        mods, pair = _conv_bn(expand_chs, expand_chs, kernel_size, stride, expand_chs, act, bn, layout)
+        modules += mods
+        stages.append(pair)
+        self.se = None
+        if se_chs is not None:
+            se = SqueezeExcite(expand_chs, se_chs, se_act, se_gate)
+            modules.append(se)
+            object.__setattr__(self, "se", se)  # registered once, inside the container
+        mods, pair = _conv_bn(expand_chs, out_chs, 1, 1, 1, None, bn, layout)
+        modules += mods
+        stages.append(pair)
+        self._setup(layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate)
+
+    def forward_fused(self, x):
+        expand = self.folded(0) if self.has_expand else (None, None, None)
+        dw = self.folded(1 if self.has_expand else 0)
+        project = self.folded(len(self._stages) - 1)
+        se = self.se
+        se_args = (se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias) if se is not None else (None,) * 4
         return ops.mbconv(x, *expand, *dw, *se_args, *project, self.stride, self.act,
-                          se.act if se else "relu", se.gate if se else "hardsigmoid", self.use_res_connect)
+                          se.act if se is not None else "relu", se.gate if se is not None else "hardsigmoid",
+                          self.use_res_connect)
 
 
-class FusedMBConv(nn.Module):
+class FusedMBConv(_Block):
     def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, expand_chs=None, act="silu", drop_path_rate=0.0,
-                 bn_eps=1e-5, bn_momentum=0.1):
+                 bn_eps=1e-5, bn_momentum=0.1, layout="block"):
         super().__init__()
         expand_chs = expand_chs or in_chs
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
         self.has_project = expand_chs != in_chs
+        mods, pair = _conv_bn(in_chs, expand_chs if self.has_project else out_chs, kernel_size, stride, 1, act, bn,
+                              layout)
+        modules, stages = list(mods), [pair]
         if self.has_project:
-            layers = [ConvBnAct(in_chs, expand_chs, kernel_size, stride, act=act, **bn),
-                      ConvBnAct(expand_chs, out_chs, 1, act=None, **bn)]
-        else:
-            layers = [ConvBnAct(in_chs, out_chs, kernel_size, stride, act=act, **bn)]
-        self.block = nn.Sequential(*layers)
-        self.stride, self.act = stride, act
-        self.use_res_connect = stride == 1 and in_chs == out_chs
-        self.drop_path_rate = drop_path_rate
+            mods, pair = _conv_bn(expand_chs, out_chs, 1, 1, 1, None, bn, layout)
+            modules += mods
+            stages.append(pair)
+        self._setup(layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate)
 
-    def forward(self, x):
-        if self.training:
-            y = self.block(x)
-            return x + drop_path(y, self.drop_path_rate, True) if self.use_res_connect else y
-        conv = self.block[0].folded()[:3]
-        project = self.block[1].folded()[:3] if self.has_project else (None, None, None)
-        return ops.fused_mbconv(x, *conv, *project, self.stride, self.act, self.use_res_connect)
+    def forward_fused(self, x):
+        project = self.folded(1) if self.has_project else (None, None, None)
+        return ops.fused_mbconv(x, *self.folded(0), *project, self.stride, self.act, self.use_res_connect)

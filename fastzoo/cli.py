@@ -4,6 +4,7 @@ import sys
 
 SUBCOMMANDS = {
     "info": ("fastzoo.info", "versions, what fastzoo._C was built with, which backends run"),
+    "bench": ("fastzoo.bench", "fused vs reference vs torch.compile vs ONNX Runtime: medians, speedups, JSON, plot"),
     "compile-report": ("fastzoo.compile_report", "compile every Triton and CUDA kernel for GPU archs: registers, spills"),
 }
 

@@ -183,7 +183,7 @@ def cuda_rows(archs, so_path=None):
     for u, name in zip(usage, names):
         if u["arch"] not in wanted:
             continue
-        short = re.sub(r"\(.*\)$", "", name)  # drop the parameter list, keep template args
+        short = re.sub(r"^void ", "", re.sub(r"\(.*\)$", "", name))  # drop return type and parameters
         rows.append(dict(source="cuda", kernel=short, config=name if short != name else "", arch=u["arch"],
                          regs=u["regs"], spills=None, shared=u["shared"], stack=u["stack"], local=u["local"],
                          error=None, seconds=None, mangled=u["function"]))

@@ -35,3 +35,8 @@ def canonical_name(name: str) -> str:
 def create_model(name: str, **kwargs):
     """Build a model by canonical, torchvision or timm name: create_model("mobilenet_v3_small", weights=...)."""
     return _MODELS[canonical_name(name)](**kwargs)
+
+
+def aliases_of(name: str):
+    """The torchvision / timm names registered for a canonical name."""
+    return [a for a, n in _ALIASES.items() if n == name]

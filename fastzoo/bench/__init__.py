@@ -1,0 +1,141 @@
+"""`fastzoo bench`: fused models against the reference, the torchvision/timm model, torch.compile and
+ONNX Runtime, timed interleaved, with medians, spreads and speedups (table, JSON, PNG)."""
+import argparse
+import sys
+
+import torch
+
+import fastzoo
+
+from . import report, timing, variants as variants_mod
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_COMPARE = "reference,fused,compile,onnxruntime"
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="fastzoo bench", description=__doc__)
+    p.add_argument("models", nargs="*", default=["mobilenetv3_small"], help="model names (default mobilenetv3_small)")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--channels-last", action="store_true", help="give the models channels_last input")
+    p.add_argument("--compare", default=DEFAULT_COMPARE,
+                   help=f"variants, comma-separated, from reference,fused,compile,onnxruntime,eager (default "
+                        f"{DEFAULT_COMPARE}; eager = the torchvision/timm model itself)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--rounds", type=int, default=30, help="timed rounds per variant (at least)")
+    p.add_argument("--min-seconds", type=float, default=3.0, help="time each model and batch at least this long")
+    p.add_argument("--json", metavar="FILE", help="write every sample and the machine to FILE")
+    p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
+    return p
+
+
+def _progress(total):
+    try:
+        from rich.progress import Progress
+    except ImportError:
+        return None
+    return Progress(transient=True)
+
+
+def bench_model(name, batch, args, dtype, progress=None):
+    device = args.device
+    with torch.inference_mode(False):  # real parameters, not inference tensors
+        model = fastzoo.create_model(name).eval().to(device=device, dtype=dtype)
+    x = torch.randn(batch, 3, args.img_size, args.img_size, device=device, dtype=dtype)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    wanted = [v.strip() for v in args.compare.split(",") if v.strip()]
+    fns, setup, skipped = {}, {}, {}
+    for v in wanted:
+        target = model
+        if v == "eager":
+            lib = variants_mod.library_model(name, fastzoo.models._registry.aliases_of(name), model)
+            if lib is None:
+                skipped[v] = "no torchvision/timm model of that name installed"
+                continue
+            v = f"eager-{lib[0]}"
+            target = lib[1].eval().to(device=device, dtype=dtype)
+        try:
+            fns[v], setup[v] = variants_mod.build(v, target, x)
+            setup[v] += timing.warm_up(fns[v], device=device)
+        except Exception as e:  # a variant that cannot run here is reported, not fatal
+            skipped[v] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            fns.pop(v, None)
+    outputs = {v: fn() for v, fn in fns.items()}
+    samples = timing.interleaved(fns, args.rounds, args.min_seconds, device, progress)
+    base = outputs.get("reference")
+    rows = []
+    ref_median = timing.summarize(samples["reference"])["median_ms"] if "reference" in samples else None
+    for v, s in samples.items():
+        st = timing.summarize(s)
+        out = outputs[v]
+        out = torch.as_tensor(out[0] if isinstance(out, list) else out).float().cpu()
+        err = None
+        if base is not None:
+            b = base.float().cpu()
+            err = ((out - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+        rows.append({"model": name, "batch": batch, "variant": v, **st,
+                     "images_per_s": batch / (st["median_ms"] / 1e3),
+                     "speedup": (ref_median / st["median_ms"]) if ref_median else float("nan"),
+                     "setup_s": setup[v], "max_rel_err": err, "samples_ms": [t * 1e3 for t in s]})
+    return rows, skipped
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+        if any(b < 1 for b in batches):
+            raise ValueError
+    except ValueError:
+        print(f"fastzoo bench: --batch expects positive integers separated by commas, got {args.batch!r}",
+              file=sys.stderr)
+        return 2
+    for name in args.models:
+        try:
+            fastzoo.models.canonical_name(name)
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("fastzoo bench: --device cuda but no CUDA device is visible", file=sys.stderr)
+        return 2
+    rows, skipped = [], {}
+    bar = _progress(len(args.models) * len(batches))
+    with torch.inference_mode(), (bar or _null()):
+        for name in args.models:
+            for batch in batches:
+                task = bar.add_task(f"{name} batch {batch}", total=args.rounds) if bar else None
+                advance = (lambda n, t=task: bar.advance(t, n)) if bar else None
+                r, s = bench_model(fastzoo.models.canonical_name(name), batch, args, dtype, advance)
+                rows += r
+                skipped.update({f"{name} batch {batch} {k}": v for k, v in s.items()})
+                if bar:
+                    bar.remove_task(task)
+    info = report.machine()
+    title = (f"fastzoo bench: {args.device} {args.dtype} {args.img_size}x{args.img_size}, "
+             f"{info['threads']} threads, {info['cpu'] if args.device == 'cpu' else info['gpu']}")
+    report.print_table(rows, title)
+    for k, why in skipped.items():
+        print(f"skipped {k}: {why}")
+    if args.json:
+        report.write_json(args.json, {"args": vars(args), "machine": info, "results": rows, "skipped": skipped})
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(args.plot, rows, title)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -29,7 +29,42 @@ def parser():
     p.add_argument("--min-seconds", type=float, default=3.0, help="time each model and batch at least this long")
     p.add_argument("--json", metavar="FILE", help="write every sample and the machine to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
+    p.add_argument("--analytic", action="store_true",
+                   help="no timing: kernel launches and HBM bytes of the eager chain and the fused path per block, "
+                        "from the shapes, and the bandwidth-bound time on a GPU with --hbm-gbps")
+    p.add_argument("--hbm-gbps", type=float, default=3350.0, help="GPU memory bandwidth for --analytic (H100: 3350)")
+    p.add_argument("--per-block", action="store_true", help="with --analytic: print every block")
     return p
+
+
+def run_analytic(args, batches, dtype):
+    from . import analytic
+
+    payload = []
+    for name in args.models:
+        model = fastzoo.create_model(name).eval().to(dtype=dtype)
+        for batch in batches:
+            x = torch.randn(batch, 3, args.img_size, args.img_size, dtype=dtype)
+            with fastzoo.backend("reference"):
+                rows = analytic.analyze(model, x)
+            tot = analytic.totals(rows, args.hbm_gbps)
+            payload.append({"model": name, "batch": batch, "blocks": rows, "totals": tot})
+            print(f"{name} batch {batch} {args.dtype} {args.img_size}x{args.img_size} at {args.hbm_gbps:.0f} GB/s:")
+            if args.per_block:
+                for r in rows:
+                    print(f"  {r['block']:28s} {r['kind']:12s} eager {r['eager_launches']:3d} launches "
+                          f"{r['eager_bytes'] / 1e6:9.2f} MB | fused {r['fused_launches']:3d} launches "
+                          f"{r['fused_bytes'] / 1e6:9.2f} MB")
+            for path in ("eager", "fused"):
+                t = tot[path]
+                print(f"  {path:5s}: {t['launches']:4d} launches, {t['bytes'] / 1e6:9.2f} MB, "
+                      f"{t['hbm_ms']:.4f} ms bandwidth-bound, {t['with_launch_ms']:.4f} ms with 3 us per launch")
+            print(f"  fused/eager bytes: {tot['fused']['bytes'] / tot['eager']['bytes']:.2f}, "
+                  f"launches: {tot['fused']['launches'] / tot['eager']['launches']:.2f}")
+    if args.json:
+        report.write_json(args.json, {"args": vars(args), "analytic": payload})
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _progress(total):
@@ -103,6 +138,8 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(e, file=sys.stderr)
             return 2
+    if args.analytic:
+        return run_analytic(args, batches, dtype)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastzoo bench: --device cuda but no CUDA device is visible", file=sys.stderr)
         return 2

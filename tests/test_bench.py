@@ -1,0 +1,61 @@
+"""fastzoo bench end to end on a tiny size (no speed is asserted: speed lives in BENCHMARKS.md), and the
+analytic byte counts checked by hand for one block."""
+import json
+
+import pytest
+import torch
+
+import fastzoo
+from fastzoo.bench import analytic
+from fastzoo.bench import main as bench_main
+from fastzoo.layers import MBConv
+
+
+def test_bench_end_to_end(tmp_path):
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    pytest.importorskip("matplotlib")
+    rc = bench_main(["mobilenetv3_small", "--batch", "1,2", "--img-size", "32", "--rounds", "3", "--min-seconds", "0",
+                     "--compare", "reference,fused", "--json", str(out), "--plot", str(png)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert {(r["batch"], r["variant"]) for r in data["results"]} == {(1, "reference"), (1, "fused"), (2, "reference"),
+                                                                     (2, "fused")}
+    for r in data["results"]:
+        assert len(r["samples_ms"]) >= 3 and r["median_ms"] > 0
+        assert r["max_rel_err"] < 1e-4, "fused and reference must agree before their speeds mean anything"
+    assert data["machine"]["threads"] >= 1 and data["machine"]["torch"] == torch.__version__
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    assert bench_main(["no_such_model"]) == 2
+    assert "unknown model name 'no_such_model'" in capsys.readouterr().err
+    assert bench_main(["--batch", "0"]) == 2
+    assert "--batch expects positive integers" in capsys.readouterr().err
+
+
+def test_analytic_bytes_by_hand():
+    """An MBConv 16 -> (expand 64, dw k3 s1, SE 16) -> 16 with residual, batch 2 at 8x8, fp32."""
+    block = MBConv(16, 16, 3, 1, 64, 16, "hardswish").eval()
+    x = torch.randn(2, 16, 8, 8)
+    rows = analytic.analyze(torch.nn.Sequential(block), x)
+    assert len(rows) == 1
+    r = rows[0]
+    e = 4
+    x_el, h_el = 2 * 16 * 64, 2 * 64 * 64
+    # fused: expand (x + w + h), dw (h + w + h), SE FCs (2 weights), project (h + w + y + residual x)
+    fused = (x_el + 64 * 16 + h_el) + (h_el + 64 * 9 + h_el) + 2 * 64 * 16 + (h_el + 16 * 64 + x_el + x_el)
+    assert r["fused_launches"] == 4 and r["fused_bytes"] == fused * e
+    # eager: expand conv/bn/act, dw conv/bn/act, SE mean/fc1/act/fc2/gate/mul, project conv/bn, add
+    assert r["eager_launches"] == 3 + 3 + 6 + 3
+    expand = (x_el + 64 * 16 + h_el) + 2 * h_el + 2 * h_el
+    dw = (h_el + 64 * 9 + h_el) + 2 * h_el + 2 * h_el
+    se = (h_el + 2 * 64) + (2 * (64 + 16) + 64 * 16) + 2 * 2 * 16 + (2 * (64 + 16) + 64 * 16) + 2 * 2 * 64 + 2 * h_el
+    project = (h_el + 16 * 64 + x_el) + 2 * x_el + 3 * x_el
+    assert r["eager_bytes"] == (expand + dw + se + project) * e
+
+
+def test_analytic_cli(capsys):
+    assert bench_main(["mobilenetv3_small", "--analytic", "--batch", "1", "--img-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "fused/eager bytes" in out and "launches" in out

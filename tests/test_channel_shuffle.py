@@ -32,6 +32,8 @@ def test_edge_shapes(impl, shape, groups):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_dtypes(impl, dtype):
+    if dtype == torch.float64 and impl.name == "triton":
+        pytest.skip("triton kernels take fp32/fp16/bf16")
     run_case(impl, 2, 12, 4, 5, 3, "channels_last", dtype)
     run_case(impl, 2, 12, 4, 5, 2, "nchw", dtype)
 

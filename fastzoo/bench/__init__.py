@@ -34,6 +34,10 @@ def parser():
                         "from the shapes, and the bandwidth-bound time on a GPU with --hbm-gbps")
     p.add_argument("--hbm-gbps", type=float, default=3350.0, help="GPU memory bandwidth for --analytic (H100: 3350)")
     p.add_argument("--per-block", action="store_true", help="with --analytic: print every block")
+    p.add_argument("--ops", action="store_true",
+                   help="each fused op on MobileNet/EfficientNet block shapes vs the eager chain and torch.compile, "
+                        "with GB/s and the ratio to this machine's copy time")
+    p.add_argument("--no-compile", action="store_true", help="with --ops: skip torch.compile of the eager chain")
     return p
 
 
@@ -140,6 +144,17 @@ def main(argv=None) -> int:
             return 2
     if args.analytic:
         return run_analytic(args, batches, dtype)
+    if args.ops:
+        from . import ops_bench
+        with torch.inference_mode():
+            result = ops_bench.run(batches, args.rounds, not args.no_compile)
+        bw = result["copy_gbps"]
+        print(f"copy bandwidth here: {bw['l2_sized_512KiB']:.1f} GB/s (512 KiB), {bw['dram_sized_256MiB']:.1f} GB/s "
+              f"(256 MiB)")
+        if args.json:
+            report.write_json(args.json, {"args": vars(args), "machine": report.machine(), **result})
+            print(f"wrote {args.json}")
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("fastzoo bench: --device cuda but no CUDA device is visible", file=sys.stderr)
         return 2

@@ -45,7 +45,7 @@ def test_train_mode_matches(resnet18):
     assert_same_logits(fz, oracle, x[:1])  # running statistics updated alike, folds refreshed
 
 
-@pytest.mark.parametrize("name", ["resnet34", "resnet101", "resnet152", "resnext101_32x8d", "wide_resnet50_2",
+@pytest.mark.parametrize("name", ["resnet34", "resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2",
                                   "wide_resnet101_2"])
 def test_structure_matches_torchvision(name):
     with torch.device("meta"):

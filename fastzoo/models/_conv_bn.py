@@ -26,16 +26,28 @@ def _cache(owner, key):
     return cache
 
 
-def conv_bn_act(owner: nn.Module, conv: nn.Conv2d, bn: nn.BatchNorm2d, x, act="relu", residual=None):
-    """act(bn(conv(x)) + residual). `owner` (a module holding conv and bn) keeps the fold caches; in train
-    mode they are cleared (BN's running statistics change in place)."""
+def _fold_conv_bias(cache, conv):
+    """A conv with bias and no BN as (weight, ones, bias, weight): the fused ops' scale and shift."""
+    def compute():
+        w = conv.weight
+        ones = torch.ones(w.shape[0], dtype=torch.float32, device=w.device)
+        shift = conv.bias.float() if conv.bias is not None else torch.zeros_like(ones)
+        return w, ones, shift, w
+    return cache.get((conv.weight, conv.bias), compute)
+
+
+def conv_bn_act(owner: nn.Module, conv: nn.Conv2d, bn, x, act="relu", residual=None):
+    """act(bn(conv(x)) + residual); bn may be None (a conv with bias, VGG / SqueezeNet). `owner` (a module
+    holding conv and bn) keeps the fold caches; in train mode they are cleared (BN's running statistics
+    change in place)."""
     if owner.training:
         _caches(owner).clear()
-        y = bn(conv(x))
+        y = conv(x) if bn is None else bn(conv(x))
         if residual is not None:
             y = y + residual
         return activations.apply(act, y)
-    w, scale, shift, scaled = fold_conv_bn(_cache(owner, id(conv)), conv, bn)
+    cache = _cache(owner, id(conv))
+    w, scale, shift, scaled = _fold_conv_bias(cache, conv) if bn is None else fold_conv_bn(cache, conv, bn)
     kind = conv_kind(conv)
     if kind == "depthwise" and residual is None:
         return ops.dwconv_bn_act(x, w, scale, shift, conv.stride[0], conv.padding[0], act)
@@ -56,3 +68,37 @@ def bn_act(owner: nn.Module, bn: nn.BatchNorm2d, x, act="relu"):
                                              lambda: fold_bn(bn))
     return activations.apply(act, torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x,
                                                 scale.to(x.dtype).view(1, -1, 1, 1)))
+
+
+_ACTS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.GELU)
+
+
+class FusedSequential(nn.Sequential):
+    """nn.Sequential (same children, same state_dict keys) whose eval-mode forward runs each run of
+    Conv2d [, BatchNorm2d] [, activation] children as one conv_bn_act, and a BatchNorm2d [, activation]
+    not preceded by a conv as one folded multiply-add (+ act)."""
+
+    def forward(self, x):
+        if self.training:
+            _caches(self).clear()
+            return super().forward(x)
+        mods = list(self)
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            if type(m) is nn.Conv2d:
+                j = i + 1
+                bn = mods[j] if j < n and type(mods[j]) is nn.BatchNorm2d else None
+                j += bn is not None
+                act = mods[j] if j < n and type(mods[j]) in _ACTS else None
+                j += act is not None
+                x = conv_bn_act(self, m, bn, x, activations.name_of(act))
+                i = j
+            elif type(m) is nn.BatchNorm2d:
+                act = mods[i + 1] if i + 1 < n and type(mods[i + 1]) in _ACTS else None
+                x = bn_act(self, m, x, activations.name_of(act))
+                i += 1 + (act is not None)
+            else:
+                x = m(x)
+                i += 1
+        return x

@@ -1,0 +1,88 @@
+// The CPU kernels of every fastzoo op, callable directly from C++ (mbconv composes them without
+// dispatcher round trips), plus the internal pieces the fused blocks share.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+
+#include "fastzoo/activation.h"
+
+namespace fastzoo {
+
+void set_cpu_fastpath(bool enabled);
+bool cpu_fastpath();
+// The vectorized kernels are built for AVX2+FMA+F16C; without them the generic path runs.
+bool cpu_has_avx2();
+inline bool use_fast() { return cpu_fastpath() && cpu_has_avx2(); }
+
+namespace cpu {
+
+// ---- the ops (registered for the CPU dispatch key) ----
+at::Tensor dwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                             const at::Tensor& shift, int64_t stride, int64_t padding, c10::string_view act);
+at::Tensor pwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                             const at::Tensor& shift, c10::string_view act,
+                             const std::optional<at::Tensor>& residual);
+at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                              const at::Tensor& b2, c10::string_view act, c10::string_view gate);
+at::Tensor channel_shuffle_cpu(const at::Tensor& x, int64_t groups);
+at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expand_weight,
+                      const std::optional<at::Tensor>& expand_scale, const std::optional<at::Tensor>& expand_shift,
+                      const at::Tensor& dw_weight, const at::Tensor& dw_scale, const at::Tensor& dw_shift,
+                      const std::optional<at::Tensor>& se_w1, const std::optional<at::Tensor>& se_b1,
+                      const std::optional<at::Tensor>& se_w2, const std::optional<at::Tensor>& se_b2,
+                      const at::Tensor& project_weight, const at::Tensor& project_scale,
+                      const at::Tensor& project_shift, int64_t stride, c10::string_view act,
+                      c10::string_view se_act, c10::string_view se_gate, bool residual);
+at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, const at::Tensor& conv_scale,
+                            const at::Tensor& conv_shift, const std::optional<at::Tensor>& project_weight,
+                            const std::optional<at::Tensor>& project_scale,
+                            const std::optional<at::Tensor>& project_shift, int64_t stride, c10::string_view act,
+                            bool residual);
+
+// ---- internal pieces (no argument checks: callers validated) ----
+// Accumulate dtype of x (double for float64, else float) and a per-channel vector converted to it.
+inline at::ScalarType acc_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+inline at::Tensor to_acc(const at::Tensor& v, const at::Tensor& x) { return v.to(acc_dtype(x)).contiguous(); }
+
+// Argument checks of the ops (so mbconv/fused_mbconv check their parts with the same messages).
+// C: the channels the depthwise conv sees (x's, or the expanded count inside mbconv).
+void check_dw_args(const std::string& op, const at::Tensor& x, int64_t C, const at::Tensor& weight,
+                   const at::Tensor& scale, const at::Tensor& shift, const char* wname, const char* sname,
+                   const char* hname);
+// weight (Cout, Cin) or (Cout, Cin, 1, 1) for input channels cin; returns it as a contiguous (Cout, Cin) matrix.
+at::Tensor check_pw_weight(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
+                           int64_t cin);
+
+// dwconv into `out` (allocated by the caller, N C OH OW, any memory format); scale/shift in the acc dtype.
+// sums: when defined, an (N, C) acc-dtype tensor that receives the per-channel sums of the stored output
+// (the squeeze-excite means without another pass). Returns false when no fast path handles the strides.
+bool dw_fast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
+             const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out,
+             at::Tensor* sums);
+void dw_generic(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
+                const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out);
+
+// out (N, Cout, H, W) = conv1x1(x, w2d) through ATen's GEMM, written into out (any memory format).
+void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out);
+// out = act(out * scale + shift + residual) in place; residual optional (N, Cout, H, W), any strides.
+void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
+                         const at::Tensor* residual, Act act, bool fast);
+
+// Squeeze-excite pieces: per-channel means (N, C) in acc dtype; the gate (N, C) acc from the means;
+// out = x * gate (out may alias x).
+at::Tensor se_means(const at::Tensor& x, bool fast);
+at::Tensor se_gate(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                   const at::Tensor& b2, Act act, Act gate);
+void se_apply_gate(const at::Tensor& x, const at::Tensor& gate, at::Tensor& out, bool fast);
+void check_se_args(const std::string& op, const at::Tensor& x, int64_t C, const at::Tensor& w1,
+                   const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, const std::string& prefix = "");
+
+// t = act(t) in place (t dense, any memory format).
+void act_inplace(at::Tensor& t, Act act, bool fast);
+
+}  // namespace cpu
+}  // namespace fastzoo

@@ -1,0 +1,364 @@
+// dwconv_bn_act on CPU: act(depthwise_conv(x, weight) * scale + shift).
+//
+// Fast paths (AVX2, at::parallel_for over output rows / planes):
+//   channels_last (x.stride(1) == 1, output channels_last): per output pixel, vectorized over C with
+//     register blocks of 4 vectors, weights repacked (K*K, C); optional per-channel output sums (mbconv's SE).
+//   NCHW output: per (n, c) plane, the input plane is packed into a zero-padded float scratch (columns
+//     split by parity for stride 2) and each output row is vectorized over W; any input strides.
+// Generic path: fastzoo::dw_point per output element, any strides (the CUDA kernel's math).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "cpu_kernels.h"
+#include "fastzoo/checks.h"
+#include "fastzoo/dwconv_math.h"
+
+namespace fastzoo {
+namespace cpu {
+
+void check_dw_args(const std::string& op, const at::Tensor& x, int64_t C, const at::Tensor& weight,
+                   const at::Tensor& scale, const at::Tensor& shift, const char* wname, const char* sname,
+                   const char* hname) {
+  check_same(op, x, weight, wname);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 && weight.size(2) == weight.size(3),
+              op, ": expected ", wname, " of shape (", C, ", 1, K, K) for C=", C, " channels, got ",
+              weight.sizes());
+  TORCH_CHECK(weight.size(3) % 2 == 1, op, ": expected an odd kernel size K in ", wname, ", got K=",
+              weight.size(3));
+  check_vec(op, x, scale, sname, C);
+  check_vec(op, x, shift, hname, C);
+}
+
+namespace {
+
+template <typename scalar_t>
+void dw_generic_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor& sc, const at::Tensor& sh,
+                     int64_t stride, int64_t pad, Act act, at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = out.size(0), C = out.size(1), OH = out.size(2), OW = out.size(3);
+  const int64_t H = x.size(2), W = x.size(3), K = w.size(3);
+  const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  const Strides4 os{out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wp = w.const_data_ptr<scalar_t>();
+  const acc_t* scp = sc.const_data_ptr<acc_t>();
+  const acc_t* shp = sh.const_data_ptr<acc_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, OW * K * K));
+  at::parallel_for(0, N * C * OH, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t oh = i % OH, c = (i / OH) % C, n = i / (OH * C);
+      for (int64_t ow = 0; ow < OW; ++ow)
+        op[n * os.n + c * os.c + oh * os.h + ow * os.w] = static_cast<scalar_t>(
+            dw_point<scalar_t, acc_t>(xp, xs, H, W, wp, K, stride, pad, n, c, oh, ow, scp[c], shp[c], act));
+    }
+  });
+}
+
+}  // namespace
+
+void dw_generic(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
+                const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out) {
+  const at::Tensor w = weight.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dwconv_bn_act_generic", [&] {
+    dw_generic_impl<scalar_t>(x, w, scale_acc, shift_acc, stride, pad, act, out);
+  });
+}
+
+at::Tensor dwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                             const at::Tensor& shift, int64_t stride, int64_t padding, c10::string_view act_name) {
+  const std::string op = "dwconv_bn_act";
+  check_input4d(op, x);
+  check_dw_args(op, x, x.size(1), weight, scale, shift, "weight", "scale", "shift");
+  check_stride(op, stride);
+  const Act act = check_act(op, "act", std::string(act_name));
+  const int64_t K = weight.size(3);
+  TORCH_CHECK(padding >= -1, op, ": expected padding >= 0 (or -1 for K//2), got ", padding);
+  const int64_t pad = padding < 0 ? K / 2 : padding;
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+  TORCH_CHECK(H + 2 * pad >= K && W + 2 * pad >= K && OH > 0 && OW > 0, op, ": input x of spatial size (", H, ", ",
+              W, ") with padding ", pad, " is smaller than the kernel size ", K);
+  at::Tensor out = at::empty({N, C, OH, OW}, x.options(), out_format(x));
+  if (out.numel() == 0) return out;
+  const at::Tensor sc = to_acc(scale, x), sh = to_acc(shift, x);
+  if (use_fast() && dw_fast(x, weight, sc, sh, stride, pad, act, out, nullptr)) return out;
+  dw_generic(x, weight, sc, sh, stride, pad, act, out);
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace fastzoo
+
+// ------------------------------------------------------------------------------------------------
+// Vectorized fast paths (compiled for AVX2; reached only when cpu_has_avx2()).
+#include "fastzoo/cpu_vec.h"
+
+namespace fastzoo {
+namespace cpu {
+namespace {
+
+struct DwShape {
+  int64_t N, C, H, W, OH, OW, K, stride, pad;
+};
+
+// channels_last: x[n, ih, iw, c] at xs.n*n + xs.h*ih + xs.w*iw + c; y likewise with ys (c stride 1 both).
+template <typename scalar_t, Act A, bool SUMS>
+struct DwCL {
+  using acc_t = acc_of<scalar_t>;
+  using V = VecA<scalar_t>;
+  static constexpr int64_t L = V::size();
+
+  const scalar_t* x;
+  Strides4 xs;
+  const acc_t* w;  // (K*K, C)
+  const acc_t* sc;
+  const acc_t* sh;
+  scalar_t* y;
+  Strides4 ys;
+  DwShape s;
+
+  template <int NB, bool PARTIAL>
+  inline void block(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t cnt, int64_t kh0, int64_t kh1, int64_t kw0,
+                    int64_t kw1, int64_t ih0, int64_t iw0, acc_t* sums) const {
+    V acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = V(acc_t(0));
+    const int64_t C = s.C, K = s.K;
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      const scalar_t* xr = xb + (ih0 + kh) * xs.h + c;
+      const acc_t* wr = w + kh * K * C + c;
+      for (int64_t kw = kw0; kw < kw1; ++kw) {
+        const scalar_t* xq = xr + (iw0 + kw) * xs.w;
+        const acc_t* wq = wr + kw * C;
+        if constexpr (PARTIAL) {
+          acc[0] = at::vec::fmadd(vload(xq, cnt), V::loadu(wq, cnt), acc[0]);
+        } else {
+#pragma GCC unroll 4
+          for (int b = 0; b < NB; ++b) acc[b] = at::vec::fmadd(vload(xq + b * L), V::loadu(wq + b * L), acc[b]);
+        }
+      }
+    }
+    for (int b = 0; b < NB; ++b) {
+      const int64_t cc = c + b * L;
+      if constexpr (PARTIAL) {
+        V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc, cnt), V::loadu(sh + cc, cnt)));
+        vstore(yp + cc, v, cnt);
+        if constexpr (SUMS) (V::loadu(sums + cc, cnt) + vround<scalar_t>(v)).store(sums + cc, cnt);
+      } else {
+        V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc), V::loadu(sh + cc)));
+        vstore(yp + cc, v);
+        if constexpr (SUMS) (V::loadu(sums + cc) + vround<scalar_t>(v)).store(sums + cc);
+      }
+    }
+  }
+
+  // PB output pixels (ow .. ow+PB-1, all taps inside the image in w) x NB channel vectors: each weight
+  // vector loaded once per tap for PB pixels.
+  template <int PB, int NB>
+  inline void block_px(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t kh0, int64_t kh1, int64_t ih0,
+                       int64_t iw0, acc_t* sums) const {
+    V acc[PB][NB];
+    for (int p = 0; p < PB; ++p)
+      for (int b = 0; b < NB; ++b) acc[p][b] = V(acc_t(0));
+    const int64_t C = s.C, K = s.K, xsw = xs.w, pstep = s.stride * xs.w;
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      const scalar_t* xr = xb + (ih0 + kh) * xs.h + iw0 * xsw + c;
+      const acc_t* wr = w + kh * K * C + c;
+      for (int64_t kw = 0; kw < K; ++kw) {
+        V wv[NB];
+        for (int b = 0; b < NB; ++b) wv[b] = V::loadu(wr + kw * C + b * L);
+        const scalar_t* xq = xr + kw * xsw;
+        for (int p = 0; p < PB; ++p)
+          for (int b = 0; b < NB; ++b) acc[p][b] = at::vec::fmadd(vload(xq + p * pstep + b * L), wv[b], acc[p][b]);
+      }
+    }
+    for (int b = 0; b < NB; ++b) {
+      const int64_t cc = c + b * L;
+      const V vs = V::loadu(sc + cc), vh = V::loadu(sh + cc);
+      V tot(acc_t(0));
+      for (int p = 0; p < PB; ++p) {
+        V v = vact<A>(at::vec::fmadd(acc[p][b], vs, vh));
+        vstore(yp + p * ys.w + cc, v);
+        if constexpr (SUMS) tot = tot + vround<scalar_t>(v);
+      }
+      if constexpr (SUMS) (V::loadu(sums + cc) + tot).store(sums + cc);
+    }
+  }
+
+  // output rows [r0, r1) of the flattened (n, oh); sums: this chunk's (N, C) partial sums.
+  void rows(int64_t r0, int64_t r1, acc_t* sums) const {
+    const int64_t C = s.C, K = s.K;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / s.OH, oh = r % s.OH;
+      const int64_t ih0 = oh * s.stride - s.pad;
+      const int64_t kh0 = std::max<int64_t>(0, -ih0), kh1 = std::min<int64_t>(K, s.H - ih0);
+      const scalar_t* xb = x + n * xs.n;
+      acc_t* sn = SUMS ? sums + n * C : nullptr;
+      // interior columns: every kw tap inside the image
+      const int64_t ow_lo = std::min<int64_t>(s.OW, (s.pad + s.stride - 1) / s.stride);
+      const int64_t ow_hi = std::max<int64_t>(ow_lo, std::min<int64_t>(s.OW, (s.W - K + s.pad) / s.stride + 1));
+      constexpr int PB = 4;
+      for (int64_t ow = 0; ow < s.OW; ++ow) {
+        if (ow >= ow_lo && ow + PB <= ow_hi) {
+          const int64_t iw0 = ow * s.stride - s.pad;
+          scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
+          int64_t c = 0;
+          for (; c + 2 * L <= C; c += 2 * L) block_px<PB, 2>(xb, yp, c, kh0, kh1, ih0, iw0, sn);
+          for (; c + L <= C; c += L) block_px<PB, 1>(xb, yp, c, kh0, kh1, ih0, iw0, sn);
+          if (c < C)
+            for (int p = 0; p < PB; ++p)
+              block<1, true>(xb, yp + p * ys.w, c, C - c, kh0, kh1, 0, K, ih0, iw0 + p * s.stride, sn);
+          ow += PB - 1;
+          continue;
+        }
+        const int64_t iw0 = ow * s.stride - s.pad;
+        const int64_t kw0 = std::max<int64_t>(0, -iw0), kw1 = std::min<int64_t>(K, s.W - iw0);
+        scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
+        int64_t c = 0;
+        for (; c + 4 * L <= C; c += 4 * L) block<4, false>(xb, yp, c, 4 * L, kh0, kh1, kw0, kw1, ih0, iw0, sn);
+        for (; c + L <= C; c += L) block<1, false>(xb, yp, c, L, kh0, kh1, kw0, kw1, ih0, iw0, sn);
+        if (c < C) block<1, true>(xb, yp, c, C - c, kh0, kh1, kw0, kw1, ih0, iw0, sn);
+      }
+    }
+  }
+};
+
+template <typename scalar_t>
+void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, const at::Tensor& sh, DwShape s,
+           Act act, at::Tensor& out, at::Tensor* sums) {
+  using acc_t = acc_of<scalar_t>;
+  // (C, 1, K, K) -> (K*K, C) in the accumulate type
+  const at::Tensor wp = weight.reshape({s.C, s.K * s.K}).t().to(sc.scalar_type()).contiguous();
+  const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  const Strides4 ys{out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+  const int64_t rows = s.N * s.OH;
+  with_act(act, [&](auto A) {
+    constexpr Act a = decltype(A)::value;
+    if (sums == nullptr) {
+      DwCL<scalar_t, a, false> k{x.const_data_ptr<scalar_t>(), xs, wp.const_data_ptr<acc_t>(),
+                                 sc.const_data_ptr<acc_t>(), sh.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+                                 ys, s};
+      const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s.OW * s.C * s.K * s.K));
+      at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) { k.rows(b, e, nullptr); });
+    } else {
+      DwCL<scalar_t, a, true> k{x.const_data_ptr<scalar_t>(), xs, wp.const_data_ptr<acc_t>(),
+                                sc.const_data_ptr<acc_t>(), sh.const_data_ptr<acc_t>(), out.data_ptr<scalar_t>(),
+                                ys, s};
+      // Deterministic chunks (each with its own partial sums), reduced in chunk order.
+      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows));
+      at::Tensor part = at::zeros({chunks, s.N, s.C}, sc.options());
+      acc_t* pp = part.data_ptr<acc_t>();
+      at::parallel_for(0, chunks, 1, [&](int64_t b, int64_t e) {
+        for (int64_t ch = b; ch < e; ++ch)
+          k.rows(rows * ch / chunks, rows * (ch + 1) / chunks, pp + ch * s.N * s.C);
+      });
+      sums->copy_(part.sum(0));
+    }
+  });
+}
+
+// NCHW output (contiguous); any input strides. Per plane: pack into a zero-padded acc scratch.
+template <typename scalar_t>
+void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, const at::Tensor& sh, DwShape s,
+             Act act, at::Tensor& out) {
+  using acc_t = acc_of<scalar_t>;
+  using V = VecA<scalar_t>;
+  constexpr int64_t L = V::size();
+  const at::Tensor wa = weight.reshape({s.C, s.K * s.K}).to(sc.scalar_type()).contiguous();
+  const acc_t* wp = wa.const_data_ptr<acc_t>();
+  const acc_t* scp = sc.const_data_ptr<acc_t>();
+  const acc_t* shp = sh.const_data_ptr<acc_t>();
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  scalar_t* yp = out.data_ptr<scalar_t>();
+  const int64_t K = s.K, S = s.stride, pad = s.pad, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
+  const int64_t sxn = x.stride(0), sxc = x.stride(1), sxh = x.stride(2), sxw = x.stride(3);
+  const int64_t HP = H + 2 * pad;
+  const int64_t OWr = (OW + L - 1) / L * L;
+  // padded column j lives in parity plane (j % S) at index j / S; width of a parity row:
+  const int64_t RW = OWr + (K - 1) / S + 1;
+  const int64_t plane_sz = HP * S * RW;
+  const int64_t ostride_c = OH * OW;
+  with_act(act, [&](auto A) {
+    constexpr Act a = decltype(A)::value;
+    const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, OH * OW * K * K));
+    at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
+      std::vector<acc_t> buf(plane_sz);
+      for (int64_t i = b; i < e; ++i) {
+        const int64_t n = i / s.C, c = i % s.C;
+        std::fill(buf.begin(), buf.end(), acc_t(0));
+        const scalar_t* xb = xp + n * sxn + c * sxc;
+        for (int64_t ih = 0; ih < H; ++ih) {
+          acc_t* row = buf.data() + (ih + pad) * S * RW;
+          const scalar_t* xr = xb + ih * sxh;
+          if (S == 1) {
+            acc_t* dst = row + pad;
+            for (int64_t iw = 0; iw < W; ++iw) dst[iw] = static_cast<acc_t>(xr[iw * sxw]);
+          } else {
+            for (int64_t iw = 0; iw < W; ++iw) {
+              const int64_t j = iw + pad;
+              row[(j & 1) * RW + (j >> 1)] = static_cast<acc_t>(xr[iw * sxw]);
+            }
+          }
+        }
+        const acc_t* wc = wp + c * K * K;
+        const V vsc(scp[c]), vsh(shp[c]);
+        scalar_t* yb = yp + n * out.stride(0) + c * out.stride(1);
+        (void)ostride_c;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          scalar_t* yr = yb + oh * out.stride(2);
+          for (int64_t ow = 0; ow < OW; ow += 2 * L) {
+            V acc0(acc_t(0)), acc1(acc_t(0));
+            const bool two = ow + L < OW;
+            for (int64_t kh = 0; kh < K; ++kh) {
+              const acc_t* row = buf.data() + (oh * S + kh) * S * RW;
+              for (int64_t kw = 0; kw < K; ++kw) {
+                const acc_t* q = row + (kw % S) * RW + kw / S + ow;
+                const V wk(wc[kh * K + kw]);
+                acc0 = at::vec::fmadd(V::loadu(q), wk, acc0);
+                if (two) acc1 = at::vec::fmadd(V::loadu(q + L), wk, acc1);
+              }
+            }
+            const int64_t c0 = std::min<int64_t>(L, OW - ow);
+            V v0 = vact<a>(at::vec::fmadd(acc0, vsc, vsh));
+            if (c0 == L) vstore(yr + ow, v0); else vstore(yr + ow, v0, c0);
+            if (two) {
+              const int64_t c1 = std::min<int64_t>(L, OW - ow - L);
+              V v1 = vact<a>(at::vec::fmadd(acc1, vsc, vsh));
+              if (c1 == L) vstore(yr + ow + L, v1); else vstore(yr + ow + L, v1, c1);
+            }
+          }
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+bool dw_fast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
+             const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out,
+             at::Tensor* sums) {
+  const int64_t K = weight.size(3);
+  DwShape s{x.size(0), x.size(1), x.size(2), x.size(3), out.size(2), out.size(3), K, stride, pad};
+  const bool cl = (x.stride(1) == 1 || s.C == 1) && (out.stride(1) == 1 || s.C == 1);
+  const bool nchw_out = out.is_contiguous();
+  if (!cl && (sums != nullptr || !nchw_out)) return false;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dwconv_bn_act_fast", [&] {
+    if (cl)
+      dw_cl<scalar_t>(x, weight, scale_acc, shift_acc, s, act, out, sums);
+    else
+      dw_nchw<scalar_t>(x, weight, scale_acc, shift_acc, s, act, out);
+  });
+  return true;
+}
+
+}  // namespace cpu
+}  // namespace fastzoo
+FZ_VEC_END
+
+TORCH_LIBRARY_IMPL(fastzoo, CPU, m) { m.impl("dwconv_bn_act", &fastzoo::cpu::dwconv_bn_act_cpu); }

@@ -1,0 +1,209 @@
+// mbconv and fused_mbconv on CPU: whole inverted-residual blocks, composed from the CPU kernels directly.
+//
+// mbconv fast path (four passes over the expanded tensor):
+//   1. expand GEMM (ATen) into a channels_last buffer + one fused epilogue pass (BN + act);
+//   2. depthwise + BN + act (channels_last, vectorized over C) that also accumulates the per-channel sums
+//      of its output (the SE means, no extra read);
+//   3. the SE FCs (tiny GEMMs);
+//   4. projection: the SE gate folded into per-sample projection weights (one bmm) when that is cheaper
+//      than gating the activation (H*W >= Cout), else the gate applied in place and one GEMM; then one
+//      epilogue pass (BN + residual).
+// fused_mbconv fast path: at::convolution with the BN scale folded into the weights and the shift as bias,
+// the activation in place (vectorized), then the projection GEMM + epilogue (+ residual).
+// Generic path (cpu_fastpath() false): the ops' generic paths composed.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "cpu_kernels.h"
+#include "fastzoo/checks.h"
+
+namespace fastzoo {
+namespace cpu {
+namespace {
+
+inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+}  // namespace
+
+at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expand_weight,
+                      const std::optional<at::Tensor>& expand_scale, const std::optional<at::Tensor>& expand_shift,
+                      const at::Tensor& dw_weight, const at::Tensor& dw_scale, const at::Tensor& dw_shift,
+                      const std::optional<at::Tensor>& se_w1, const std::optional<at::Tensor>& se_b1,
+                      const std::optional<at::Tensor>& se_w2, const std::optional<at::Tensor>& se_b2,
+                      const at::Tensor& project_weight, const at::Tensor& project_scale,
+                      const at::Tensor& project_shift, int64_t stride, c10::string_view act_name,
+                      c10::string_view se_act_name, c10::string_view se_gate_name, bool residual) {
+  const std::string op = "mbconv";
+  check_input4d(op, x);
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int ne = given(expand_weight) + given(expand_scale) + given(expand_shift);
+  TORCH_CHECK(ne == 0 || ne == 3, op, ": expected expand_weight, expand_scale and expand_shift all given or all None");
+  const bool has_expand = ne == 3;
+  const int ns = given(se_w1) + given(se_b1) + given(se_w2) + given(se_b2);
+  TORCH_CHECK(ns == 0 || ns == 4, op, ": expected se_w1, se_b1, se_w2 and se_b2 all given or all None");
+  const bool has_se = ns == 4;
+
+  at::Tensor ew2d;
+  int64_t Cmid = Cin;
+  if (has_expand) {
+    ew2d = check_pw_weight(op, x, *expand_weight, "expand_weight", Cin);
+    Cmid = ew2d.size(0);
+    check_vec(op, x, *expand_scale, "expand_scale", Cmid);
+    check_vec(op, x, *expand_shift, "expand_shift", Cmid);
+  }
+  check_dw_args(op, x, Cmid, dw_weight, dw_scale, dw_shift, "dw_weight", "dw_scale", "dw_shift");
+  if (has_se) check_se_args(op, x, Cmid, *se_w1, *se_b1, *se_w2, *se_b2, "se_");
+  const at::Tensor pw2d = check_pw_weight(op, x, project_weight, "project_weight", Cmid);
+  const int64_t Cout = pw2d.size(0);
+  check_vec(op, x, project_scale, "project_scale", Cout);
+  check_vec(op, x, project_shift, "project_shift", Cout);
+  check_stride(op, stride);
+  const Act act = check_act(op, "act", std::string(act_name));
+  const Act se_act = check_act(op, "se_act", std::string(se_act_name));
+  const Act se_gate_act = check_act(op, "se_gate", std::string(se_gate_name));
+  TORCH_CHECK(!residual || (stride == 1 && Cout == Cin), op,
+              ": residual=True needs stride 1 and as many output as input channels, got stride ", stride, ", Cin=",
+              Cin, ", Cout=", Cout);
+  const int64_t K = dw_weight.size(3), pad = K / 2;
+  TORCH_CHECK(H + 2 * pad >= K && W + 2 * pad >= K, op, ": input x of spatial size (", H, ", ", W,
+              ") is smaller than the depthwise kernel size ", K);
+  const int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+  at::Tensor out = at::empty({N, Cout, OH, OW}, x.options(), out_format(x));
+  if (out.numel() == 0) return out;
+
+  if (!use_fast()) {  // the generic paths of the ops, composed
+    at::Tensor h = x;
+    if (has_expand) h = pwconv_bn_act_cpu(h, *expand_weight, *expand_scale, *expand_shift, act_name, std::nullopt);
+    h = dwconv_bn_act_cpu(h, dw_weight, dw_scale, dw_shift, stride, -1, act_name);
+    if (has_se) h = squeeze_excite_cpu(h, *se_w1, *se_b1, *se_w2, *se_b2, se_act_name, se_gate_name);
+    return pwconv_bn_act_cpu(h, project_weight, project_scale, project_shift, "identity",
+                             residual ? std::optional<at::Tensor>(x) : std::nullopt);
+  }
+
+  // 1. expand GEMM + BN + act into a channels_last buffer
+  at::Tensor h1 = x;
+  if (has_expand) {
+    h1 = at::empty({N, Cmid, H, W}, x.options(), at::MemoryFormat::ChannelsLast);
+    pw_gemm(x, ew2d, h1);
+    pw_epilogue_inplace(h1, to_acc(*expand_scale, x), to_acc(*expand_shift, x), nullptr, act, true);
+  }
+  // 2. depthwise + BN + act (+ the SE sums)
+  const bool h1_cl = h1.stride(1) == 1 || Cmid == 1;
+  at::Tensor h2 = at::empty({N, Cmid, OH, OW}, x.options(),
+                            h1_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const at::Tensor dsc = to_acc(dw_scale, x), dsh = to_acc(dw_shift, x);
+  at::Tensor means;
+  if (has_se) {
+    at::Tensor sums = at::empty({N, Cmid}, x.options().dtype(acc_dtype(x)));
+    if (dw_fast(h1, dw_weight, dsc, dsh, stride, pad, act, h2, &sums)) {
+      means = sums.div_(static_cast<double>(OH * OW));
+    } else {
+      if (!dw_fast(h1, dw_weight, dsc, dsh, stride, pad, act, h2, nullptr))
+        dw_generic(h1, dw_weight, dsc, dsh, stride, pad, act, h2);
+      means = se_means(h2, true);
+    }
+  } else if (!dw_fast(h1, dw_weight, dsc, dsh, stride, pad, act, h2, nullptr)) {
+    dw_generic(h1, dw_weight, dsc, dsh, stride, pad, act, h2);
+  }
+  // 3 + 4. SE FCs, projection (gate folded into the weights or applied in place) + BN + residual
+  const int64_t P = OH * OW;
+  const bool h2_cl = h2.stride(1) == 1 && h2.stride(3) == Cmid;  // dense channels_last
+  if (has_se) {
+    const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
+    if (P >= Cout && (h2_cl || h2.is_contiguous())) {
+      const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
+      const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
+                                   : h2.as_strided({N, P, Cmid}, {Cmid * P, 1, P});
+      if (out.is_contiguous()) {
+        at::Tensor ov = out.as_strided({N, Cout, P}, {Cout * P, P, 1});
+        at::bmm_out(ov, wps, hpc.transpose(1, 2));
+      } else {
+        at::Tensor ov = out.as_strided({N, P, Cout}, {P * Cout, Cout, 1});
+        at::bmm_out(ov, hpc, wps.transpose(1, 2));
+      }
+    } else {
+      se_apply_gate(h2, g, h2, true);
+      pw_gemm(h2, pw2d, out);
+    }
+  } else {
+    pw_gemm(h2, pw2d, out);
+  }
+  pw_epilogue_inplace(out, to_acc(project_scale, x), to_acc(project_shift, x), residual ? &x : nullptr,
+                      Act::Identity, true);
+  return out;
+}
+
+at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, const at::Tensor& conv_scale,
+                            const at::Tensor& conv_shift, const std::optional<at::Tensor>& project_weight,
+                            const std::optional<at::Tensor>& project_scale,
+                            const std::optional<at::Tensor>& project_shift, int64_t stride, c10::string_view act_name,
+                            bool residual) {
+  const std::string op = "fused_mbconv";
+  check_input4d(op, x);
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  check_same(op, x, conv_weight, "conv_weight");
+  TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == conv_weight.size(3) &&
+                  conv_weight.size(0) > 0,
+              op, ": expected conv_weight of shape (Cmid, ", Cin, ", K, K) for Cin=", Cin, ", got ",
+              conv_weight.sizes());
+  const int64_t K = conv_weight.size(3), Cmid = conv_weight.size(0), pad = K / 2;
+  TORCH_CHECK(K % 2 == 1, op, ": expected an odd kernel size K in conv_weight, got K=", K);
+  check_vec(op, x, conv_scale, "conv_scale", Cmid);
+  check_vec(op, x, conv_shift, "conv_shift", Cmid);
+  const int np = given(project_weight) + given(project_scale) + given(project_shift);
+  TORCH_CHECK(np == 0 || np == 3, op,
+              ": expected project_weight, project_scale and project_shift all given or all None");
+  const bool has_proj = np == 3;
+  at::Tensor pw2d;
+  int64_t Cout = Cmid;
+  if (has_proj) {
+    pw2d = check_pw_weight(op, x, *project_weight, "project_weight", Cmid);
+    Cout = pw2d.size(0);
+    check_vec(op, x, *project_scale, "project_scale", Cout);
+    check_vec(op, x, *project_shift, "project_shift", Cout);
+  }
+  check_stride(op, stride);
+  const Act act = check_act(op, "act", std::string(act_name));
+  TORCH_CHECK(!residual || (stride == 1 && Cout == Cin), op,
+              ": residual=True needs stride 1 and as many output as input channels, got stride ", stride, ", Cin=",
+              Cin, ", Cout=", Cout);
+  TORCH_CHECK(H + 2 * pad >= K && W + 2 * pad >= K, op, ": input x of spatial size (", H, ", ", W,
+              ") is smaller than the kernel size ", K);
+  const int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
+  const auto fmt = out_format(x);
+  if (N == 0) return at::empty({N, Cout, OH, OW}, x.options(), fmt);
+
+  const bool fast = use_fast();
+  const at::Tensor csc = to_acc(conv_scale, x), csh = to_acc(conv_shift, x);
+  at::Tensor h;
+  if (fast) {
+    const at::Tensor wf = (conv_weight.to(csc.scalar_type()) * csc.view({Cmid, 1, 1, 1})).to(x.scalar_type())
+                              .contiguous(conv_weight.suggest_memory_format());
+    h = at::convolution(x, wf, conv_shift.to(x.scalar_type()), {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    act_inplace(h, act, true);
+  } else {
+    h = at::convolution(x, conv_weight, std::nullopt, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    pw_epilogue_inplace(h, csc, csh, nullptr, act, false);
+  }
+  if (has_proj) {
+    if (!fast)
+      return pwconv_bn_act_cpu(h, *project_weight, *project_scale, *project_shift, "identity",
+                               residual ? std::optional<at::Tensor>(x) : std::nullopt);
+    at::Tensor out = at::empty({N, Cout, OH, OW}, x.options(), fmt);
+    pw_gemm(h, pw2d, out);
+    pw_epilogue_inplace(out, to_acc(*project_scale, x), to_acc(*project_shift, x), residual ? &x : nullptr,
+                        Act::Identity, true);
+    return out;
+  }
+  if (!h.is_contiguous(fmt)) h = h.contiguous(fmt);
+  if (residual) h.add_(x);
+  return h;
+}
+
+}  // namespace cpu
+}  // namespace fastzoo
+
+TORCH_LIBRARY_IMPL(fastzoo, CPU, m) {
+  m.impl("mbconv", &fastzoo::cpu::mbconv_cpu);
+  m.impl("fused_mbconv", &fastzoo::cpu::fused_mbconv_cpu);
+}

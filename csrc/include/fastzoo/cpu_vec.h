@@ -1,0 +1,184 @@
+// Vector helpers of the CPU fast paths (at::vec::Vectorized over the accumulate type).
+//
+// Include this header LAST in a .cpp, after every ATen/torch header, and put FZ_VEC_END after the
+// vectorized code: on x86-64 the code in between is compiled for AVX2+FMA+F16C (at::vec's AVX2
+// implementation, namespace at::vec::AVX2) whatever the global compiler flags are. Call it only when
+// fastzoo::cpu_has_avx2() is true (the entry points check; otherwise the generic path runs), and keep
+// static initializers (TORCH_LIBRARY_IMPL) after FZ_VEC_END.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "fastzoo/activation.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FASTZOO_NO_AVX2)
+#define FZ_AVX2 1
+#ifndef CPU_CAPABILITY
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#endif
+#pragma GCC push_options
+#pragma GCC target("avx,avx2,fma,f16c")
+// g++ does not define the feature macros for a target pragma; at::vec and sleef.h test them.
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#define FZ_VEC_END _Pragma("GCC pop_options")
+#else
+#define FZ_AVX2 0
+#define FZ_VEC_END
+#endif
+
+#include <ATen/cpu/vec/vec.h>
+
+#if FZ_AVX2
+// If this fails, an earlier header pulled in ATen/cpu/vec without AVX2: include cpu_vec.h earlier.
+static_assert(std::is_same_v<at::vec::Vectorized<float>, at::vec::AVX2::Vectorized<float>>,
+              "fastzoo/cpu_vec.h: at::vec was included before the AVX2 region");
+#endif
+
+namespace fastzoo {
+namespace cpu {
+
+using at::vec::Vectorized;
+
+template <typename T>
+using acc_of = at::opmath_type<T>;
+template <typename T>
+using VecA = Vectorized<acc_of<T>>;  // the accumulate vector for storage type T
+
+// Load VecA<T>::size() elements of T (converted to the accumulate type).
+template <typename T>
+inline VecA<T> vload(const T* p) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    return VecA<T>::loadu(p);
+#if FZ_AVX2
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    __m256 o;
+    at::vec::cvtbf16_fp32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), o);
+    return o;
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    __m256 o;
+    at::vec::cvtfp16_fp32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), o);
+    return o;
+#endif
+  } else {
+    constexpr int L = VecA<T>::size();
+    acc_of<T> tmp[L];
+    for (int i = 0; i < L; ++i) tmp[i] = static_cast<acc_of<T>>(p[i]);
+    return VecA<T>::loadu(tmp);
+  }
+}
+
+// Load n < size() elements, zero the rest.
+template <typename T>
+inline VecA<T> vload(const T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    return VecA<T>::loadu(p, n);
+  } else {
+    constexpr int L = VecA<T>::size();
+    T tmp[L];
+    for (int i = 0; i < L; ++i) tmp[i] = i < n ? p[i] : T(0);
+    return vload(tmp);
+  }
+}
+
+template <typename T>
+inline void vstore(T* p, VecA<T> v) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    v.store(p);
+#if FZ_AVX2
+  } else if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), at::vec::cvtfp32_bf16(__m256(v)));
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), at::vec::cvtfp32_fp16(__m256(v)));
+#endif
+  } else {
+    constexpr int L = VecA<T>::size();
+    acc_of<T> tmp[L];
+    v.store(tmp);
+    for (int i = 0; i < L; ++i) p[i] = static_cast<T>(tmp[i]);
+  }
+}
+
+template <typename T>
+inline void vstore(T* p, VecA<T> v, int64_t n) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    v.store(p, n);
+  } else {
+    constexpr int L = VecA<T>::size();
+    T tmp[L];
+    vstore(tmp, v);
+    for (int64_t i = 0; i < n; ++i) p[i] = tmp[i];
+  }
+}
+
+// The value a store to T and a load back would give (rounding of the 16-bit types).
+template <typename T>
+inline VecA<T> vround(VecA<T> v) {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    return v;
+  } else {
+    constexpr int L = VecA<T>::size();
+    T tmp[L];
+    vstore(tmp, v);
+    return vload(tmp);
+  }
+}
+
+// Vectorized activation, A a compile-time constant (no switch in the inner loop).
+template <Act A, typename V>
+inline V vact(V v) {
+  using S = typename V::value_type;
+  if constexpr (A == Act::Identity) {
+    return v;
+  } else if constexpr (A == Act::ReLU) {
+    return at::vec::maximum(v, V(S(0)));
+  } else if constexpr (A == Act::ReLU6) {
+    return at::vec::minimum(at::vec::maximum(v, V(S(0))), V(S(6)));
+  } else if constexpr (A == Act::HardSwish) {
+    V r = at::vec::minimum(at::vec::maximum(v + V(S(3)), V(S(0))), V(S(6)));
+    return v * r / V(S(6));
+  } else if constexpr (A == Act::HardSigmoid) {
+    V r = at::vec::minimum(at::vec::maximum(v + V(S(3)), V(S(0))), V(S(6)));
+    return r / V(S(6));
+  } else if constexpr (A == Act::SiLU) {
+    return v / (V(S(1)) + v.neg().exp());
+  } else if constexpr (A == Act::Sigmoid) {
+    return V(S(1)) / (V(S(1)) + v.neg().exp());
+  } else {  // GELU, exact erf
+    return V(S(0.5)) * v * (V(S(1)) + (v * V(S(0.70710678118654752440))).erf());
+  }
+}
+
+// Calls f(std::integral_constant<Act, a>{}) : the activation becomes a template constant.
+template <typename F>
+inline decltype(auto) with_act(Act a, F&& f) {
+  switch (a) {
+    case Act::ReLU: return f(std::integral_constant<Act, Act::ReLU>{});
+    case Act::ReLU6: return f(std::integral_constant<Act, Act::ReLU6>{});
+    case Act::HardSwish: return f(std::integral_constant<Act, Act::HardSwish>{});
+    case Act::HardSigmoid: return f(std::integral_constant<Act, Act::HardSigmoid>{});
+    case Act::SiLU: return f(std::integral_constant<Act, Act::SiLU>{});
+    case Act::Sigmoid: return f(std::integral_constant<Act, Act::Sigmoid>{});
+    case Act::GELU: return f(std::integral_constant<Act, Act::GELU>{});
+    case Act::Identity:
+    default: return f(std::integral_constant<Act, Act::Identity>{});
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastzoo

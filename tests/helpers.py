@@ -18,7 +18,7 @@ def layout(x, fmt):
         wide = torch.randn(*x.shape[:3], x.shape[3] * 2, dtype=x.dtype, device=x.device)
         wide[..., ::2] = x
         view = wide[..., ::2]
-        assert not view.is_contiguous() and not view.is_contiguous(memory_format=torch.channels_last)
+        assert view.stride(3) == 2  # (a degenerate shape, W == 1, may still count as contiguous)
         return view
     raise ValueError(fmt)
 

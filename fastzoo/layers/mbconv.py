@@ -30,12 +30,12 @@ def drop_path(x, p: float, training: bool):
 
 def _conv_bn(cin, cout, k, stride, groups, act, bn, layout):
     """A conv + BN (+ act) stage as modules of `layout`, and the (conv, bn) pair the fused path folds."""
-    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
-    norm = nn.BatchNorm2d(cout, eps=bn["bn_eps"], momentum=bn["bn_momentum"])
     act_mod = _act_module(act)
     if layout == "block" or (layout == "conv" and act is not None):
         cba = ConvBnAct(cin, cout, k, stride, groups=groups, act=act_mod, **bn)
         return [cba], (cba.conv, cba.bn)
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+    norm = nn.BatchNorm2d(cout, eps=bn["bn_eps"], momentum=bn["bn_momentum"])
     return [conv, norm] + ([act_mod] if act_mod is not None else []), (conv, norm)
 
 

@@ -4,14 +4,12 @@ conv/BN/ReLU), so torchvision state_dicts load unchanged; timm's (mnasnet_100) t
 
 Eval mode runs the inverted residuals as fused mbconv ops and the flat conv/BN(/act) runs of the stem and head
 as dwconv_bn_act / pwconv_bn_act (the 3x3 stem as one conv with BN folded)."""
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import activations, ops
-from ..layers import FoldCache, MBConv
-from ..layers.bn_fold import conv_kind, fold_conv_bn
+from .. import activations
+from ..layers import MBConv
 from ._common import finish, make_divisible, to_channels_last_for_inference
+from ._conv_bn import _caches, conv_bn_act
 from ._registry import register_model
 from ._weights import remap_by_order
 
@@ -30,45 +28,25 @@ def _depth(c, alpha):
 
 class FlatConvBnAct(nn.Sequential):
     """A Sequential holding conv, BN and activation modules flat (torchvision keys layers.0, layers.1, ...).
-    Eval mode runs every Conv2d-BatchNorm2d(-activation) run as one fused op with BN folded, like ConvBnAct;
-    other children (the inverted-residual stacks) run as they are."""
-
-    def __init__(self, *modules):
-        super().__init__(*modules)
-        self._folds = {}
+    Eval mode runs every Conv2d-BatchNorm2d(-activation) run as one fused op with BN folded (_conv_bn.conv_bn_act);
+    other children (the inverted-residual stacks) run as they are. Train mode runs the plain chain."""
 
     def train(self, mode: bool = True):
-        for f in self._folds.values():
-            f.clear()
+        _caches(self).clear()  # BN running statistics change in place in train mode
         return super().train(mode)
-
-    def _run(self, i, x):
-        """Run the conv at child i with its BN (and activation if one follows); returns (y, next index)."""
-        conv, bn = self[i], self[i + 1]
-        nxt = self[i + 2] if i + 2 < len(self) else None
-        has_act = type(nxt) in activations._MODULES
-        act = activations.name_of(nxt) if has_act else "identity"
-        w, scale, shift, scaled = fold_conv_bn(self._folds.setdefault(i, FoldCache()), conv, bn)
-        kind = conv_kind(conv)
-        if kind == "depthwise":
-            y = ops.dwconv_bn_act(x, w, scale, shift, conv.stride[0], conv.padding[0], act)
-        elif kind == "pointwise":
-            y = ops.pwconv_bn_act(x, w, scale, shift, act)
-        else:
-            y = activations.apply(act, F.conv2d(x, scaled, shift.to(x.dtype), conv.stride, conv.padding,
-                                                conv.dilation, conv.groups))
-        return y, i + (3 if has_act else 2)
 
     def forward(self, x):
         if self.training:
-            for f in self._folds.values():
-                f.clear()
+            _caches(self).clear()
             return super().forward(x)
         i = 0
         while i < len(self):
             m = self[i]
             if isinstance(m, nn.Conv2d) and i + 1 < len(self) and isinstance(self[i + 1], nn.BatchNorm2d):
-                x, i = self._run(i, x)
+                nxt = self[i + 2] if i + 2 < len(self) else None
+                has_act = type(nxt) in activations._MODULES
+                x = conv_bn_act(self, m, self[i + 1], x, activations.name_of(nxt) if has_act else "identity")
+                i += 3 if has_act else 2
             else:
                 x, i = m(x), i + 1
         return x

@@ -3,7 +3,6 @@
 Tiles of (pixels x channels) of one sample, channels fastest for channels_last (the gather over channels stays
 inside a pixel's contiguous channel vector), pixels fastest for NCHW (whole contiguous planes are copied).
 """
-import torch
 import triton
 import triton.language as tl
 

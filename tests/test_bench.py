@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-import fastzoo
 from fastzoo.bench import analytic
 from fastzoo.bench import main as bench_main
 from fastzoo.layers import MBConv

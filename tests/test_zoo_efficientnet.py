@@ -2,7 +2,6 @@
 (through the order remap): same logits on the reference and the fused backend (mbconv with SE, pw conv + BN +
 act); every variant compares parameter counts, keys, shapes, BN settings and stochastic-depth rates (built on
 the meta device); B0, B3 and B5 (at a tiny size) also logits."""
-import collections
 
 import pytest
 import torch
@@ -10,22 +9,9 @@ import torch
 import fastzoo
 from fastzoo.layers import MBConv
 from fastzoo.models import create_model
-from zoo_helpers import assert_same_logits, count_params, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, randomize_bn
 
 tvm = pytest.importorskip("torchvision.models")
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 def _pair(name, **kw):

@@ -2,7 +2,6 @@
 efficientnetv2_s (through the order remap): same logits on the reference and the fused backend (fused_mbconv,
 mbconv with SE, pw conv + BN + act); M and L compare parameter counts, keys and shapes (built on the meta
 device), M also logits at a tiny size."""
-import collections
 
 import pytest
 import torch
@@ -11,22 +10,9 @@ from torch import nn
 import fastzoo
 from fastzoo.layers import FusedMBConv, MBConv
 from fastzoo.models import create_model
-from zoo_helpers import assert_same_logits, count_params, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, randomize_bn
 
 tvm = pytest.importorskip("torchvision.models")
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 @pytest.mark.parametrize("name,size", [("efficientnet_v2_s", (1, 3, 97, 83)), ("efficientnet_v2_m", (1, 3, 32, 32))])

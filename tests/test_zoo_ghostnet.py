@@ -1,29 +1,15 @@
 """GhostNet against timm ghostnet_100 (and ghostnet_050 / _130 through width_mult), loaded through the order
 remap: same logits on the reference and the fused backend (pw conv + BN + act for the ghost modules' primary
 convs and the shortcut with the residual add, dw conv + BN + act for the cheap ops and stride-2 convs, SE)."""
-import collections
 
 import pytest
 import torch
 
 import fastzoo
 from fastzoo.models import create_model
-from zoo_helpers import assert_same_logits, count_params, max_rel_err, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, max_rel_err, randomize_bn
 
 timm = pytest.importorskip("timm")
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 @pytest.mark.parametrize("timm_name,width_mult", [("ghostnet_100", 1.0), ("ghostnet_050", 0.5)])

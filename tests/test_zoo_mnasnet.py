@@ -1,7 +1,6 @@
 """MnasNet-B1 0_5 / 0_75 / 1_0 / 1_3 against torchvision mnasnet* (state_dicts load unchanged) and timm
 mnasnet_100 (through the order remap): same logits on the reference and the fused backend (mbconv; the flat
 stem and head runs as dw / pw conv + BN + act)."""
-import collections
 
 import pytest
 import torch
@@ -9,22 +8,9 @@ import torch
 import fastzoo
 from fastzoo.models import create_model
 from fastzoo.models._common import set_bn
-from zoo_helpers import assert_same_logits, count_params, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, randomize_bn
 
 tvm = pytest.importorskip("torchvision.models")
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 @pytest.mark.parametrize("name", ["mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3"])

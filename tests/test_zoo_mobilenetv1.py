@@ -1,28 +1,14 @@
 """MobileNetV1 against timm mobilenetv1_100 / mobilenetv1_125 (through the order remap): same logits on the
 reference and the fused backend (dw and pw conv + BN + act)."""
-import collections
 
 import pytest
 import torch
 
 import fastzoo
 from fastzoo.models import create_model
-from zoo_helpers import assert_same_logits, count_params, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, randomize_bn
 
 timm = pytest.importorskip("timm")
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 @pytest.mark.parametrize("timm_name,width_mult", [("mobilenetv1_100", 1.0), ("mobilenetv1_125", 1.25)])

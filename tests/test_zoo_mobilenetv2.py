@@ -1,13 +1,12 @@
 """MobileNetV2 against torchvision mobilenet_v2 (state_dicts load unchanged) and timm mobilenetv2_100 (through
 the order remap): same logits on the reference and the fused backend (mbconv, pw conv + BN + act)."""
-import collections
 
 import pytest
 import torch
 
 import fastzoo
 from fastzoo.models import create_model
-from zoo_helpers import assert_same_logits, count_params, randomize_bn
+from zoo_helpers import assert_same_logits, count_params, fused_calls, randomize_bn
 
 tvm = pytest.importorskip("torchvision.models")
 
@@ -16,19 +15,6 @@ def _pair(width_mult=1.0, **kw):
     torch.manual_seed(0)
     oracle = randomize_bn(tvm.mobilenet_v2(width_mult=width_mult, **kw)).eval()
     return create_model("mobilenet_v2", weights=oracle.state_dict(), width_mult=width_mult, **kw).eval(), oracle
-
-
-def fused_calls(model, x, monkeypatch):
-    """How often each fused op runs in one eval-mode forward."""
-    calls = collections.Counter()
-    for name in fastzoo.ops.OP_NAMES:
-        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
-            calls[_name] += 1
-            return _real(*a, **k)
-        monkeypatch.setattr(fastzoo.ops, name, wrap)
-    with torch.no_grad():
-        model.eval()(x)
-    return calls
 
 
 @pytest.mark.parametrize("width_mult", [1.0, 0.5])

@@ -1,5 +1,7 @@
 """Shared by the zoo tests: oracle models with random weights and randomized BN statistics, and the
 logits comparison on the reference and the fused (auto) backend."""
+import collections
+
 import torch
 from torch import nn
 
@@ -43,3 +45,15 @@ def assert_same_logits(fz_model, oracle_model, x, backends=("reference", "auto")
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
+
+def fused_calls(model, x, monkeypatch):
+    """How often each fused op runs in one eval-mode forward."""
+    calls = collections.Counter()
+    for name in fastzoo.ops.OP_NAMES:
+        def wrap(*a, _real=getattr(fastzoo.ops, name), _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+        monkeypatch.setattr(fastzoo.ops, name, wrap)
+    with torch.no_grad():
+        model.eval()(x)
+    return calls

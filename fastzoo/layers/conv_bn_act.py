@@ -2,7 +2,6 @@
 1: bn, 2: act), so torchvision state_dicts load unchanged. Eval mode runs the fused op matching the
 conv's shape (depthwise or pointwise) with BN folded; other convs run one conv with folded weights.
 Train mode runs the plain chain (BN needs batch statistics)."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 

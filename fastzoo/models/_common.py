@@ -52,3 +52,14 @@ def to_channels_last_for_inference(model, x: torch.Tensor) -> torch.Tensor:
     if not model.training and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+class FeaturesClassifier(torch.nn.Module):
+    """features -> avgpool -> flatten -> classifier, the torchvision shape of most families."""
+
+    def forward_features(self, x):
+        return self.features(to_channels_last_for_inference(self, x))
+
+    def forward(self, x):
+        x = self.avgpool(self.forward_features(x))
+        return self.classifier(torch.flatten(x, 1))

@@ -8,11 +8,10 @@ folded. Train mode applies stochastic depth (drop_path_rate, linearly increasing
 does)."""
 import math
 
-import torch
 from torch import nn
 
 from ..layers import ConvBnAct, FusedMBConv, MBConv
-from ._common import finish, make_divisible, set_bn, to_channels_last_for_inference
+from ._common import FeaturesClassifier, finish, make_divisible, set_bn
 from ._registry import register_model
 from ._weights import load_weights, remap_by_order
 
@@ -29,7 +28,7 @@ SCALING = {
 }
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(FeaturesClassifier):
     """rows: (block "mb" | "fused", expand ratio, kernel, stride, in, out, repeats); last_channel None means
     4x the last stage's channels (V1)."""
 
@@ -60,13 +59,6 @@ class EfficientNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(last, num_classes))
-
-    def forward_features(self, x):
-        return self.features(to_channels_last_for_inference(self, x))
-
-    def forward(self, x):
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def init_efficientnet(model):

@@ -4,11 +4,10 @@ is its own (features.0 stem, features.i = [dw, pw]); timm's state_dicts (mobilen
 through an order-and-shape remap. Eval mode runs every dw as dwconv_bn_act, every pw as pwconv_bn_act and the
 stem as one conv with BN folded. The activation defaults to ReLU6 as in timm's checkpoints (the paper uses ReLU:
 act="relu")."""
-import torch
 from torch import nn
 
 from ..layers import ConvBnAct
-from ._common import finish, make_divisible, to_channels_last_for_inference
+from ._common import FeaturesClassifier, finish, make_divisible
 from ._registry import register_model
 from ._weights import remap_by_order
 
@@ -17,7 +16,7 @@ MOBILENETV1 = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 
                (512, 1), (1024, 2), (1024, 1)]
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(FeaturesClassifier):
     def __init__(self, rows=MOBILENETV1, num_classes=1000, in_chans=3, width_mult=1.0, dropout=0.0,
                  stem_channels=32, act="relu6", bn_eps=1e-5, bn_momentum=0.1):
         super().__init__()
@@ -34,13 +33,6 @@ class MobileNetV1(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(cin, num_classes))
-
-    def forward_features(self, x):
-        return self.features(to_channels_last_for_inference(self, x))
-
-    def forward(self, x):
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def _timm_remap(sd, model):

@@ -1,11 +1,10 @@
 """MobileNetV2 (Sandler et al. 2018) with torchvision's module layout: torchvision state_dicts load unchanged,
 timm's (mobilenetv2_*) through an order-and-shape remap. Eval mode runs each inverted residual as one fused
 mbconv op, the 1x1 head as pwconv_bn_act and the 3x3 stem as one conv with BN folded."""
-import torch
 from torch import nn
 
 from ..layers import ConvBnAct, MBConv
-from ._common import finish, make_divisible, to_channels_last_for_inference
+from ._common import FeaturesClassifier, finish, make_divisible
 from ._registry import register_model
 from ._weights import remap_by_order
 
@@ -14,7 +13,7 @@ MOBILENETV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 9
                (6, 320, 1, 1)]
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(FeaturesClassifier):
     def __init__(self, rows=MOBILENETV2, num_classes=1000, in_chans=3, width_mult=1.0, dropout=0.2,
                  drop_path_rate=0.0, stem_channels=32, last_channel=1280, round_nearest=8, act="relu6"):
         super().__init__()
@@ -33,13 +32,6 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
-
-    def forward_features(self, x):
-        return self.features(to_channels_last_for_inference(self, x))
-
-    def forward(self, x):
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def _timm_remap(sd, model):

@@ -1,12 +1,9 @@
 """MobileNetV3 small / large (Howard et al. 2019) with torchvision's module layout: torchvision
 state_dicts load unchanged, timm's (mobilenetv3_*_100) through an order-and-shape remap."""
-import functools
-
-import torch
 from torch import nn
 
 from ..layers import ConvBnAct, MBConv
-from ._common import finish, make_divisible, set_bn, to_channels_last_for_inference
+from ._common import FeaturesClassifier, finish, make_divisible, set_bn
 from ._registry import register_model
 from ._weights import remap_by_order
 
@@ -29,7 +26,7 @@ LARGE = [
 ]
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(FeaturesClassifier):
     def __init__(self, rows, last_channel, num_classes=1000, in_chans=3, width_mult=1.0, dropout=0.2,
                  drop_path_rate=0.0, bn_eps=0.001, bn_momentum=0.01):
         super().__init__()
@@ -46,13 +43,6 @@ class MobileNetV3(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(6 * last_in, ch(last_channel)), nn.Hardswish(inplace=True),
                                         nn.Dropout(p=dropout, inplace=True), nn.Linear(ch(last_channel), num_classes))
-
-    def forward_features(self, x):
-        return self.features(to_channels_last_for_inference(self, x))
-
-    def forward(self, x):
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def _timm_remap(sd, model):

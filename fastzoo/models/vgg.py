@@ -2,10 +2,9 @@
 one-GPU variant torchvision ships): plain conv stacks as data, torchvision's layout (features.<i>,
 avgpool, classifier.<i>), so torchvision state_dicts load unchanged. In eval mode each conv (+ BN) + ReLU
 run of `features` runs as one conv with BN folded (FusedSequential); pooling and the classifier are plain."""
-import torch
 from torch import nn
 
-from ._common import finish, to_channels_last_for_inference
+from ._common import FeaturesClassifier, finish
 from ._conv_bn import FusedSequential
 from ._registry import register_model
 
@@ -36,7 +35,7 @@ def conv_stack(rows, in_chans, batch_norm=False, pool=(2, 2)):
     return FusedSequential(*layers), c
 
 
-class PlainConvNet(nn.Module):
+class PlainConvNet(FeaturesClassifier):
     """features -> adaptive avg-pool -> two hidden fully connected layers with dropout -> logits."""
 
     def __init__(self, rows, num_classes=1000, in_chans=3, batch_norm=False, dropout=0.5, pool=(2, 2),
@@ -52,13 +51,6 @@ class PlainConvNet(nn.Module):
             head = [nn.Linear(n, hidden), nn.ReLU(True), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                     nn.ReLU(True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
         self.classifier = nn.Sequential(*head)
-
-    def forward_features(self, x):
-        return self.features(to_channels_last_for_inference(self, x))
-
-    def forward(self, x):
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 def _vgg(depth, batch_norm, weights=None, **kwargs):

@@ -43,3 +43,21 @@ def test_info_command():
     assert r.returncode == 0, r.stderr
     assert "fastzoo._C" in r.stdout and "runnable on cpu" in r.stdout
     assert fastzoo.__version__ in r.stdout
+
+
+def test_every_subpackage_is_installed():
+    """pyproject.toml lists the packages by hand (kernels/ maps to fastzoo.kernels): a new subpackage
+    missing from the list would install without it."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(fastzoo.__path__, "fastzoo."):
+        if info.ispkg:
+            importlib.import_module(info.name)
+    import tomllib
+    root = os.path.join(os.path.dirname(__file__), "..")
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    on_disk = {"fastzoo." + d for d in os.listdir(os.path.join(root, "fastzoo"))
+               if os.path.isfile(os.path.join(root, "fastzoo", d, "__init__.py")) and d != "kernels"}
+    assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages in pyproject.toml"

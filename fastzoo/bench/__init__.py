@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     if args.ops:
         from . import ops_bench
         with torch.inference_mode():
-            result = ops_bench.run(batches, args.rounds, not args.no_compile)
+            result = ops_bench.run(batches, args.rounds, not args.no_compile, args.channels_last)
         bw = result["copy_gbps"]
         print(f"copy bandwidth here: {bw['l2_sized_512KiB']:.1f} GB/s (512 KiB), {bw['dram_sized_256MiB']:.1f} GB/s "
               f"(256 MiB)")

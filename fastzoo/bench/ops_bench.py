@@ -31,11 +31,13 @@ def _bn(c):
     return torch.rand(c) + 0.5, torch.rand(c) - 0.5
 
 
-def cases(batch):
+def cases(batch, channels_last=False):
     """(name, shape label, fused fn, eager fn, bytes moved by the fused op)."""
     out = []
     for c, h, w, k, s in DW_SHAPES:
-        x = torch.randn(batch, c, h, w)  # NCHW, as users run it
+        x = torch.randn(batch, c, h, w)  # NCHW, as users run it (or channels_last, as fastzoo models do)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         wt = torch.randn(c, 1, k, k)
         scale, shift = _bn(c)
         bn_mean, bn_var = torch.zeros(c), torch.ones(c)
@@ -73,14 +75,15 @@ def cases(batch):
     return out
 
 
-def run(batches, rounds=20, compile_eager=True, progress=print):
+def run(batches, rounds=20, compile_eager=True, channels_last=False, progress=print):
     l2 = copy_bandwidth(512 * 1024)
     dram = copy_bandwidth(256 * 1024 * 1024, rounds=5)
     rows = []
     for batch in batches:
-        for op, label, fused, eager, nbytes in cases(batch):
+        for op, label, fused, eager, nbytes in cases(batch, channels_last):
             fns = {"fused": fused, "eager": eager}
             if compile_eager:
+                torch._dynamo.reset()  # every case shares eager's code object: a fresh compile, not a recompile
                 compiled = torch.compile(eager)
                 compiled()
                 fns["compile"] = compiled

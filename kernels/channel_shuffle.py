@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from ._utils import DTYPE_NAME, DTYPES, PTR, check_dtype, empty_like_format, is_channels_last, spec
+from .tiles import pixel_channel_tile
 
 CFG = {True: dict(BLOCK_P=32, BLOCK_C=64, num_warps=4), False: dict(BLOCK_P=256, BLOCK_C=8, num_warps=4)}
 
@@ -14,17 +15,7 @@ CFG = {True: dict(BLOCK_P=32, BLOCK_C=64, num_warps=4), False: dict(BLOCK_P=256,
 @triton.jit
 def channel_shuffle_kernel(x_ptr, y_ptr, C, CPG, G, HW, W, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                            BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr):
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    if CHANNELS_LAST:
-        p = offs_p[:, None]
-        co = offs_c[None, :]
-    else:
-        p = offs_p[None, :]
-        co = offs_c[:, None]
+    n, p, co = pixel_channel_tile(BLOCK_P, BLOCK_C, CHANNELS_LAST)
     m = (p < HW) & (co < C)
     ci = (co % G) * CPG + co // G
     h = p // W

@@ -19,6 +19,7 @@ from . import dwconv_bn_act as _dw
 from . import pwconv_bn_act as _pw
 from . import squeeze_excite as _se
 from ._utils import DTYPE_NAME, DTYPES, PTR, check_dtype, empty_like_format, is_channels_last, spec, vec32
+from .tiles import pixel_channel_tile
 from .activation import act_code, apply_act
 
 CFG = {True: dict(BLOCK_P=32, BLOCK_C=64, num_warps=4), False: dict(BLOCK_P=128, BLOCK_C=16, num_warps=4)}
@@ -30,17 +31,7 @@ def bn_act_kernel(z_ptr, scale_ptr, shift_ptr, res_ptr, y_ptr, C, HW, W,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                   HAS_RES: tl.constexpr):
     """y = act(z * scale[c] + shift[c]) (+ res: added after the activation, as in fused_mbconv)."""
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    if CHANNELS_LAST:
-        p = offs_p[:, None]
-        c = offs_c[None, :]
-    else:
-        p = offs_p[None, :]
-        c = offs_c[:, None]
+    n, p, c = pixel_channel_tile(BLOCK_P, BLOCK_C, CHANNELS_LAST)
     cmask = c < C
     m = (p < HW) & cmask
     h = p // W

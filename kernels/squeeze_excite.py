@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from ._utils import DTYPE_NAME, DTYPES, PTR, check_dtype, empty_like_format, is_channels_last, spec, vec32
+from .tiles import pixel_channel_tile
 from .activation import act_code, apply_act
 
 CFG = {True: dict(BLOCK_P=32, BLOCK_C=64, num_warps=4), False: dict(BLOCK_P=128, BLOCK_C=16, num_warps=4)}
@@ -69,17 +70,7 @@ def se_fc_kernel(in_ptr, w_ptr, b_ptr, out_ptr, I, J, in_scale, ACT,
 @triton.jit
 def se_apply_kernel(x_ptr, g_ptr, y_ptr, C, HW, W, sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr):
-    pid_p = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    n = tl.program_id(2).to(tl.int64)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    if CHANNELS_LAST:
-        p = offs_p[:, None]
-        c = offs_c[None, :]
-    else:
-        p = offs_p[None, :]
-        c = offs_c[:, None]
+    n, p, c = pixel_channel_tile(BLOCK_P, BLOCK_C, CHANNELS_LAST)
     m = (p < HW) & (c < C)
     h = p // W
     w = p % W

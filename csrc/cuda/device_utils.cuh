@@ -66,6 +66,33 @@ __device__ __forceinline__ Idx4 unflatten(int64_t i, int64_t C, int64_t H, int64
   return r;
 }
 
+// The two thread mappings of the per-(n, c) kernels (dwconv, channel sums), blocks of 32 x 8 threads:
+// channels_last puts threadIdx.x on 32 consecutive channels (coalesced) and threadIdx.y on rows / pixels;
+// NCHW puts threadIdx.y on 8 (n, c) planes and threadIdx.x along the plane. `start`/`step` walk the
+// within-plane index (output row tiles or pixels) over blockIdx.y.
+struct PlaneMap {
+  int n, c, start, step;
+  bool active;
+};
+__device__ __forceinline__ PlaneMap plane_map(bool cl, int C, int c_tiles, int planes) {
+  PlaneMap m;
+  if (cl) {
+    m.n = blockIdx.x / c_tiles;
+    m.c = (blockIdx.x - m.n * c_tiles) * 32 + threadIdx.x;
+    m.active = m.c < C;
+    m.start = blockIdx.y * 8 + threadIdx.y;
+    m.step = gridDim.y * 8;
+  } else {
+    const int p = blockIdx.x * 8 + threadIdx.y;
+    m.active = p < planes;
+    m.n = p / C;
+    m.c = p - m.n * C;
+    m.start = blockIdx.y * 32 + threadIdx.x;
+    m.step = gridDim.y * 32;
+  }
+  return m;
+}
+
 __device__ __forceinline__ int64_t offset(const Strides4& s, const Idx4& i) {
   return i.n * s.n + i.c * s.c + i.h * s.h + i.w * s.w;
 }

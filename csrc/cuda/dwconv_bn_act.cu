@@ -33,22 +33,9 @@ dwconv_kernel(const scalar_t* __restrict__ x, Strides4 xs, int C, int H, int W,
               acc_t* __restrict__ se_sums, bool cl) {
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int tiles = OH * tiles_w;
-  int n, c, j0, jstep;
-  bool active;
-  if (cl) {
-    n = blockIdx.x / c_tiles;
-    c = (blockIdx.x - n * c_tiles) * 32 + tx;
-    active = c < C;
-    j0 = blockIdx.y * 8 + ty;
-    jstep = gridDim.y * 8;
-  } else {
-    const int p = blockIdx.x * 8 + ty;
-    active = p < planes;
-    n = p / C;
-    c = p - n * C;
-    j0 = blockIdx.y * 32 + tx;
-    jstep = gridDim.y * 32;
-  }
+  const PlaneMap pm = plane_map(cl, C, c_tiles, planes);
+  const int n = pm.n, c = pm.c, j0 = pm.start, jstep = pm.step;
+  const bool active = pm.active;
   constexpr int kTW = dw_tile_w<K, S>();
   acc_t se = acc_t(0);
   if constexpr (K > 0) {

@@ -18,22 +18,9 @@ __global__ void __launch_bounds__(kThreads)
 channel_sums_kernel(const scalar_t* __restrict__ x, Strides4 xs, int C, int HW, int W, int c_tiles, int planes,
                     acc_t* __restrict__ sums, bool cl) {
   const int tx = threadIdx.x, ty = threadIdx.y;
-  int n, c, p0, pstep;
-  bool active;
-  if (cl) {
-    n = blockIdx.x / c_tiles;
-    c = (blockIdx.x - n * c_tiles) * 32 + tx;
-    active = c < C;
-    p0 = blockIdx.y * 8 + ty;
-    pstep = gridDim.y * 8;
-  } else {
-    const int pl = blockIdx.x * 8 + ty;
-    active = pl < planes;
-    n = pl / C;
-    c = pl - n * C;
-    p0 = blockIdx.y * 32 + tx;
-    pstep = gridDim.y * 32;
-  }
+  const PlaneMap pm = plane_map(cl, C, c_tiles, planes);
+  const int n = pm.n, c = pm.c, p0 = pm.start, pstep = pm.step;
+  const bool active = pm.active;
   acc_t s = acc_t(0);
   if (active) {
     const scalar_t* xp = x + n * xs.n + c * xs.c;

@@ -23,6 +23,16 @@ namespace {
 
 inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// A 1x1 conv + folded BN stage of a block (expand or project): checks it, returns the weight as (Cout, Cin).
+at::Tensor check_pw_stage(const std::string& op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale,
+                          const at::Tensor& shift, const std::string& stage, int64_t cin) {
+  const std::string wn = stage + "_weight", sn = stage + "_scale", bn = stage + "_shift";
+  at::Tensor w2d = check_pw_weight(op, x, w, wn.c_str(), cin);
+  check_vec(op, x, scale, sn.c_str(), w2d.size(0));
+  check_vec(op, x, shift, bn.c_str(), w2d.size(0));
+  return w2d;
+}
+
 }  // namespace
 
 at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expand_weight,
@@ -46,17 +56,13 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   at::Tensor ew2d;
   int64_t Cmid = Cin;
   if (has_expand) {
-    ew2d = check_pw_weight(op, x, *expand_weight, "expand_weight", Cin);
+    ew2d = check_pw_stage(op, x, *expand_weight, *expand_scale, *expand_shift, "expand", Cin);
     Cmid = ew2d.size(0);
-    check_vec(op, x, *expand_scale, "expand_scale", Cmid);
-    check_vec(op, x, *expand_shift, "expand_shift", Cmid);
   }
   check_dw_args(op, x, Cmid, dw_weight, dw_scale, dw_shift, "dw_weight", "dw_scale", "dw_shift");
   if (has_se) check_se_args(op, x, Cmid, *se_w1, *se_b1, *se_w2, *se_b2, "se_");
-  const at::Tensor pw2d = check_pw_weight(op, x, project_weight, "project_weight", Cmid);
+  const at::Tensor pw2d = check_pw_stage(op, x, project_weight, project_scale, project_shift, "project", Cmid);
   const int64_t Cout = pw2d.size(0);
-  check_vec(op, x, project_scale, "project_scale", Cout);
-  check_vec(op, x, project_shift, "project_shift", Cout);
   check_stride(op, stride);
   const Act act = check_act(op, "act", std::string(act_name));
   const Act se_act = check_act(op, "se_act", std::string(se_act_name));
@@ -157,10 +163,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   at::Tensor pw2d;
   int64_t Cout = Cmid;
   if (has_proj) {
-    pw2d = check_pw_weight(op, x, *project_weight, "project_weight", Cmid);
+    pw2d = check_pw_stage(op, x, *project_weight, *project_scale, *project_shift, "project", Cmid);
     Cout = pw2d.size(0);
-    check_vec(op, x, *project_scale, "project_scale", Cout);
-    check_vec(op, x, *project_shift, "project_shift", Cout);
   }
   check_stride(op, stride);
   const Act act = check_act(op, "act", std::string(act_name));

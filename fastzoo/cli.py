@@ -6,6 +6,8 @@ SUBCOMMANDS = {
     "info": ("fastzoo.info", "versions, what fastzoo._C was built with, which backends run"),
     "bench": ("fastzoo.bench", "fused vs reference vs torch.compile vs ONNX Runtime: medians, speedups, JSON, plot"),
     "compile-report": ("fastzoo.compile_report", "compile every Triton and CUDA kernel for GPU archs: registers, spills"),
+    "train": ("fastzoo.train", "train on an ImageFolder through the fused ops; DDP under torchrun, exact resume"),
+    "eval": ("fastzoo.train.evaluate", "top-1/top-5 of a checkpoint: center, ten-crop or multi-scale; torchrun shards"),
 }
 
 

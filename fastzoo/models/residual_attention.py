@@ -20,9 +20,9 @@ Oracle: the paper's table 2 gives 31.9M parameters / 6.2 GFLOPs (Attention-56) a
 (Attention-92) at 224x224 with 1000 classes (FLOPs as multiply-adds). The architecture above determines 31,810,728
 and 52,466,344 parameters and 6.27 / 10.53 G multiply-adds (convs and fc): -0.3% / +2.3% parameters and +1.1% /
 +1.3% FLOPs from the paper. (tengshaofeng/ResidualAttentionNetwork-pytorch has the same unit counts but
-allocates an unused projection conv in every unit and adds extra sums in the mask branch.) The paper publishes the module internals
-only as the text and figures summarised above, so the tests hold the counts to those tolerances (0.5% and 2.5%
-parameters, 1.5% FLOPs) and check the layer table by hand.
+allocates an unused projection conv in every unit and adds extra sums in the mask branch.) The paper publishes
+the module internals only as the text and figures summarised above, so the tests hold the counts to those
+tolerances (0.5% and 2.5% parameters, 1.5% FLOPs) and check the layer table by hand.
 
 Eval mode: every unit runs as resnetv2's pre-activation block (its BN-ReLU on the input as one folded multiply-add,
 1x1 convs as pwconv_bn_act with the next BN folded in, the 3x3 conv with BN folded, the residual add fused into the

@@ -94,16 +94,23 @@ class Samples(torch.utils.data.Dataset):
         path, target = self.folder.samples[index]
         img = self.folder.loader(path)
         if img is None:
-            return None
+            return Skipped(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
             x = self.transform(img)
         return x, target, index
 
 
+class Skipped(str):
+    """The path of an image that could not be decoded, in place of a sample."""
+
+
 def collate(batch):
-    batch = [b for b in batch if b is not None]
-    return default_collate(batch) if batch else None
+    """(images, targets, indices, skipped paths); images/targets/indices are None when every image failed."""
+    skipped = [b for b in batch if isinstance(b, Skipped)]
+    good = [b for b in batch if not isinstance(b, Skipped)]
+    x, y, idx = default_collate(good) if good else (None, None, None)
+    return x, y, idx, [str(p) for p in skipped]
 
 
 class EpochSampler(DistributedSampler):

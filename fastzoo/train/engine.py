@@ -54,6 +54,16 @@ class StopFlag:
             signal.signal(s, h)
 
 
+def forward(net, x):
+    try:
+        return net(x)
+    except TypeError as e:
+        if torch.is_autocast_enabled(x.device.type) and "dtype" in str(e):
+            raise ValueError(f"--amp: this model's fused operators do not take autocast's mixed dtypes ({e}); "
+                             f"train it without --amp") from None
+        raise
+
+
 def seed_everything(seed):
     torch.manual_seed(seed)
     random.seed(seed)
@@ -184,11 +194,13 @@ def _loop(args, d, train_folder, val_folder, stop, log):
             group = (b // accum) * accum
             group_size = min(accum, batches - group)  # the epoch's last group may be short
             closes_group = b + 1 - group == group_size
-            if batch is None:  # every image of the batch undecodable (each was warned about)
+            x, y, idx, skipped = batch
+            for path in skipped:  # also warned about (stderr) by the loader, on every rank
+                log.warning(f"skipped undecodable image {path}")
+            if x is None:  # every image of the batch undecodable
                 if d.enabled:
                     raise RuntimeError("a whole training batch was undecodable; DDP cannot skip it on one rank")
             else:
-                x, y, idx = batch
                 if first:
                     firsts = distributed.gather_objects(d, idx[:8].tolist())
                     log.info(f"epoch {epoch + 1} first batch samples: "
@@ -199,7 +211,7 @@ def _loop(args, d, train_folder, val_folder, stop, log):
                 sync = contextlib.nullcontext() if closes_group or not d.enabled else net.no_sync()
                 with sync:
                     with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                        loss = criterion(net(x), y)
+                        loss = criterion(forward(net, x), y)
                     scaler.scale(loss / group_size).backward()
                 loss_sum += loss.detach().double() * y.numel()
                 n_seen += y.numel()
@@ -212,7 +224,7 @@ def _loop(args, d, train_folder, val_folder, stop, log):
             opt.zero_grad(set_to_none=True)
             sched.step_batch()
             st["step"] += 1
-            if d.is_main and st["step"] % args.log_interval == 0 and batch is not None:
+            if d.is_main and st["step"] % args.log_interval == 0 and x is not None:
                 cur = loss.item()
                 bar.set_postfix_str(f"loss {cur:.4f} lr {sched.lr:.4g}")
                 log.info(f"epoch {epoch + 1} step {st['step']} batch {b}/{batches} loss {cur:.4f} lr {sched.lr:.4g}")
@@ -230,7 +242,8 @@ def _loop(args, d, train_folder, val_folder, stop, log):
             break
         tl_sum, tl_n = distributed.all_reduce_sum(d, [loss_sum.item(), n_seen])
         train_loss = tl_sum / max(tl_n, 1)
-        val = evaluate_loader(model, val_loader, d, criterion=criterion, amp_dtype=dtype, memory_format=fmt)
+        # validation in fp32: the fused eval path takes one dtype, not autocast's mixture
+        val = evaluate_loader(model, val_loader, d, criterion=criterion, memory_format=fmt)
         sched.step_epoch(val["top1"])
         st.update(epoch=epoch + 1, batch_in_epoch=0)
         is_best = val["top1"] > st["best_top1"]

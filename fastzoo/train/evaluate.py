@@ -47,24 +47,25 @@ def accuracy_counts(probs, target, k=5):
 
 
 @torch.no_grad()
-def evaluate_loader(model, loader, d=None, criterion=None, amp_dtype=None, memory_format=torch.contiguous_format):
+def evaluate_loader(model, loader, d=None, criterion=None, dtype=None, memory_format=torch.contiguous_format):
     """Evaluate `model` (eval mode: fused operators) on batches of (x, y, index); x of shape (B, C, H, W) or
-    (B, crops, C, H, W), softmax averaged over crops. Counts are summed over the ranks (d) before dividing."""
+    (B, crops, C, H, W), softmax averaged over crops. Counts are summed over the ranks (d) before dividing.
+    `dtype`: the input is cast to it (the model must already be in it: the fused ops take one dtype whole,
+    not autocast's mixture)."""
     d = d or distributed.Dist()
     was_training = model.training
     model.eval()
     dev = d.device
     correct1 = correct5 = n = 0
     loss_sum = 0.0
-    for batch in loader:
-        if batch is None:
+    for x, y, _, _ in loader:
+        if x is None:  # every image of the batch undecodable (each was warned about)
             continue
-        x, y, _ = batch
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         crops = x.shape[1] if x.dim() == 5 else 1
         x = x.flatten(0, 1) if x.dim() == 5 else x
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x.contiguous(memory_format=memory_format)).float()
+        x = x.to(dtype) if dtype is not None else x
+        logits = model(x.contiguous(memory_format=memory_format)).float()
         probs = logits.softmax(dim=1).view(y.shape[0], crops, -1).mean(dim=1)
         if criterion is not None:
             loss_sum += (criterion(logits, y) * y.numel()).item() if crops == 1 else \
@@ -101,12 +102,13 @@ def evaluate(model, data_dir, weights=None, img_size=224, crop="center", scales=
         elif weights is not None:
             fastzoo.models.load_weights(model, weights)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.to(d.device, memory_format=fmt).eval()
+        dtype = amp_dtype(amp, d.device)  # --amp at inference: the whole model in bf16/fp16
+        model = model.to(d.device, dtype=dtype, memory_format=fmt).eval()
         tf = crop_transform(img_size, crop, crop_pct, scales)
         ds = data.Samples(folder, tf)
         loader = data.loader(ds, data.ShardSampler(len(ds), d.world_size, d.rank), batch_size, workers,
                              pin_memory=d.device.type == "cuda")
-        res = evaluate_loader(model, loader, d, amp_dtype=amp_dtype(amp, d.device), memory_format=fmt)
+        res = evaluate_loader(model, loader, d, dtype=dtype, memory_format=fmt)
         res["crops"] = {"center": 1, "ten": 10}.get(crop) or 10 * len(scales or default_scales(img_size, crop_pct))
         res["world_size"] = d.world_size
         return res
@@ -136,7 +138,8 @@ def parser():
     a("--batch-size", type=int, default=32)
     a("--workers", type=int, default=4)
     a("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    a("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), default=None)
+    a("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"), default=None,
+      help="run the model in bf16 (CPU default) or fp16 (GPU default)")
     a("--channels-last", action="store_true")
     a("--json", metavar="FILE", help="also write the result as JSON")
     return p

@@ -17,20 +17,10 @@ def logger(out, is_main, name="train"):
     for h in handlers:
         h.setFormatter(fmt)
         log.addHandler(h)
-    # warnings (an undecodable image skipped) go to the same log file
-    logging.captureWarnings(True)
-    wlog = logging.getLogger("py.warnings")
-    wlog.handlers = [h for h in wlog.handlers if not getattr(h, "_fastzoo", False)]
-    for h in handlers:
-        h._fastzoo = True
-        wlog.addHandler(h)
     return log
 
 
 def close(log):
-    wlog = logging.getLogger("py.warnings")
-    wlog.handlers = [h for h in wlog.handlers if not getattr(h, "_fastzoo", False)]
-    logging.captureWarnings(False)
     for h in list(log.handlers):
         h.close()
         log.removeHandler(h)

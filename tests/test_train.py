@@ -133,59 +133,92 @@ def _wait_for(pred, proc, timeout=120):
     return True
 
 
-def test_ctrl_c_and_a_kill_mid_epoch_then_resume(tmp_path):
-    data = color_dataset(tmp_path / "data", n_train=20, n_val=2)  # 60 images, batch 2: 30 steps an epoch
-    out = tmp_path / "run"
-    args = ["--model", "mobilenetv3_small", "--data", data, "--img-size", "24", "--epochs", "3", "--batch-size",
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def _run_args(data, out):
+    # 60 images, batch 2: 30 batches an epoch in one process, 15 a rank under torchrun
+    return ["--model", "mobilenetv3_small", "--data", data, "--img-size", "24", "--epochs", "3", "--batch-size",
             "2", "--workers", "0", "--lr", "0.01", "--out", str(out), "--log-interval", "1"]
-    trainlog = out / "train.log"
 
-    def logged(s):
-        return lambda: trainlog.is_file() and s in trainlog.read_text()
 
-    with open(tmp_path / "stdout1", "w") as f:  # 1. Ctrl-C inside epoch 1: last.pt at that step, exit 130
+def _logged(trainlog, s):
+    return lambda: trainlog.is_file() and s in trainlog.read_text()
+
+
+def test_ctrl_c_mid_epoch_writes_last_pt_and_resume_finishes(tmp_path):
+    data = color_dataset(tmp_path / "data", n_train=20, n_val=2)
+    out = tmp_path / "run"
+    args = _run_args(data, out)
+    with open(tmp_path / "stdout1", "w") as f:  # Ctrl-C inside epoch 1: last.pt at that step, exit 130
         p = _launch(args, f)
-        assert _wait_for(logged("epoch 1 step 2 "), p)
+        assert _wait_for(_logged(out / "train.log", "epoch 1 step 2 "), p)
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=120) == 130, (tmp_path / "stdout1").read_text()
     ck = load(out / "last.pt")
     assert ck["epoch"] == 0 and 0 < ck["batch_in_epoch"] < 30 and ck["step"] == ck["batch_in_epoch"]
-    with open(tmp_path / "stdout2", "w") as f:  # 2. resume, then SIGKILL inside epoch 2 (after epoch 1's last.pt)
+    stopped_at = ck["step"]
+    with open(tmp_path / "stdout2", "w") as f:
         p = _launch(args + ["--resume", str(out / "last.pt")], f)
-        started = _wait_for(logged("epoch 2 step 32 "), p)
-        p.kill()
-        p.wait(timeout=60)
-    assert started, (tmp_path / "stdout2").read_text()
-    ck = load(out / "last.pt")  # the kill could not break it
-    assert ck["batch_in_epoch"] == 0 and ck["epoch"] in (1, 2)
-    done_epochs = ck["epoch"]
-    with open(tmp_path / "stdout3", "w") as f:  # 3. resume again: only the unfinished epoch is redone
-        p = _launch(args + ["--resume", str(out / "last.pt")], f)
-        assert p.wait(timeout=300) == 0, (tmp_path / "stdout3").read_text()
-    log = trainlog.read_text()
-    assert f"resumed from {out / 'last.pt'}: epoch {done_epochs + 1}, batch 0, step {30 * done_epochs}" in log
+        assert p.wait(timeout=300) == 0, (tmp_path / "stdout2").read_text()
+    log = (out / "train.log").read_text()
+    assert f"resumed from {out / 'last.pt'}: epoch 1, batch {stopped_at}, step {stopped_at}" in log
     ck = load(out / "last.pt")
-    assert (ck["epoch"], ck["step"]) == (3, 90)  # the same count as a run never stopped
+    assert (ck["epoch"], ck["step"]) == (3, 90)  # the count of a run never stopped
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def test_a_rank_killed_mid_epoch_then_torchrun_resume(tmp_path):
+    data = color_dataset(tmp_path / "data", n_train=20, n_val=2)
+    out = tmp_path / "run"
+    args = _run_args(data, out)
+    trainlog = out / "train.log"
+    with open(tmp_path / "stdout1", "w") as f:  # SIGKILL one rank inside epoch 2, after epoch 1's last.pt
+        p = subprocess.Popen(TORCHRUN + ["-m", "fastzoo", "train", *args], env=env(), cwd=ROOT, stdout=f,
+                             stderr=subprocess.STDOUT)
+        started = _wait_for(_logged(trainlog, "epoch 2 step 17 "), p, timeout=200)
+        ranks = _children(p.pid) if started else []
+        for pid in ranks[-1:]:
+            os.kill(pid, signal.SIGKILL)
+        rc = p.wait(timeout=120)
+    assert started and len(ranks) == 2, (tmp_path / "stdout1").read_text()
+    assert rc != 0  # torchrun saw the rank die and stopped the job
+    ck = load(out / "last.pt")  # the kill could not break it
+    assert ck["batch_in_epoch"] == 0 and ck["epoch"] in (1, 2) and ck["world_size"] == 2
+    done = ck["epoch"]
+    with open(tmp_path / "stdout2", "w") as f:  # relaunch: only the unfinished epoch is redone
+        p = subprocess.run(TORCHRUN + ["-m", "fastzoo", "train", *args, "--resume", str(out / "last.pt")],
+                           env=env(), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=300)
+    assert p.returncode == 0, (tmp_path / "stdout2").read_text()
+    log = trainlog.read_text()
+    assert f"resumed from {out / 'last.pt'}: epoch {done + 1}, batch 0, step {15 * done}" in log
+    ck = load(out / "last.pt")
+    assert (ck["epoch"], ck["step"]) == (3, 45)
     for e in (1, 2, 3):
-        assert f"epoch {e}/3 step {30 * e} train loss" in log
+        assert f"epoch {e}/3 step {15 * e} train loss" in log
 
 
 def test_torchrun_two_ranks_see_different_samples(colors, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastzoo",
            "train", "--model", "mobilenetv3_small", "--data", colors, "--img-size", "24", "--epochs", "2",
-           "--batch-size", "4", "--workers", "0", "--out", str(out)]
+           "--batch-size", "4", "--grad-accum", "2", "--workers", "0", "--out", str(out)]
     r = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     log = (out / "train.log").read_text()
-    assert "2 process(es) on cpu" in log and "batch 4x2x1, 3 steps/epoch" in log  # 24 images / (4 x 2 ranks)
+    # 24 images / (4 x 2 ranks) = 3 batches a rank: optimizer steps after batches 2 and 3 (no_sync on the 1st)
+    assert "2 process(es) on cpu" in log and "batch 4x2x2, 2 steps/epoch" in log
     for epoch in (1, 2):
         m = re.search(rf"epoch {epoch} first batch samples: rank 0 (\[.*?\]); rank 1 (\[.*?\])", log)
         r0, r1 = json.loads(m.group(1)), json.loads(m.group(2))
         assert len(r0) == len(r1) == 4 and not set(r0) & set(r1), (r0, r1)
     assert "(12 images)" in log  # validation sharded over the ranks, counted once
     ck = load(out / "last.pt")
-    assert ck["world_size"] == 2 and len(ck["ranks"]) == 2 and ck["step"] == 6
+    assert ck["world_size"] == 2 and len(ck["ranks"]) == 2 and ck["step"] == 4
     assert not any(k.startswith("module.") for k in ck["model"])
 
 

@@ -13,6 +13,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # only a group set up here is torn down here (not a caller's own)
 
     @property
     def is_main(self):
@@ -41,13 +42,14 @@ def setup(device="auto"):
         dev = torch.device("cuda", local)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device == "cuda" else "gloo", init_method="env://")
-    return Dist(rank, world, local, dev)
+    return Dist(rank, world, local, dev, owns)
 
 
 def teardown(d):
-    if d.enabled and dist.is_initialized():
+    if d.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

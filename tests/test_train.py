@@ -213,7 +213,7 @@ def test_torchrun_two_ranks_see_different_samples(colors, tmp_path):
     # 24 images / (4 x 2 ranks) = 3 batches a rank: optimizer steps after batches 2 and 3 (no_sync on the 1st)
     assert "2 process(es) on cpu" in log and "batch 4x2x2, 2 steps/epoch" in log
     for epoch in (1, 2):
-        m = re.search(rf"epoch {epoch} first batch samples: rank 0 (\[.*?\]); rank 1 (\[.*?\])", log)
+        m = re.search(rf"epoch {epoch} first batch \(1/3\) samples: rank 0 (\[.*?\]); rank 1 (\[.*?\])", log)
         r0, r1 = json.loads(m.group(1)), json.loads(m.group(2))
         assert len(r0) == len(r1) == 4 and not set(r0) & set(r1), (r0, r1)
     assert "(12 images)" in log  # validation sharded over the ranks, counted once

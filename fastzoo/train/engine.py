@@ -203,7 +203,7 @@ def _loop(args, d, train_folder, val_folder, stop, log):
             else:
                 if first:
                     firsts = distributed.gather_objects(d, idx[:8].tolist())
-                    log.info(f"epoch {epoch + 1} first batch samples: "
+                    log.info(f"epoch {epoch + 1} first batch ({b + 1}/{batches}) samples: "
                              + "; ".join(f"rank {r} {v}" for r, v in enumerate(firsts)))
                     first = False
                 x = x.to(dev, non_blocking=True).to(memory_format=fmt)

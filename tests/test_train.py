@@ -283,6 +283,8 @@ def test_bad_options(colors, tmp_path, capsys):
     assert e.value.code == 2 and "invalid choice: 'lion'" in capsys.readouterr().err
     with pytest.raises(TypeError, match="unknown option"):
         train(model="mobilenetv3_small", data=colors, bacth_size=3)
+    with pytest.raises(ValueError, match="optimizer='lion' is not one of sgd, adamw"):
+        train(model="mobilenetv3_small", data=colors, optimizer="lion")
     with pytest.raises(ValueError, match="--batch-size must be at least 1"):
         train(model="mobilenetv3_small", data=colors, batch_size=0)
     with pytest.raises(ValueError, match="unknown model name 'mobilenet_v9'"):

@@ -66,7 +66,10 @@ def from_options(**options):
     if missing:
         raise TypeError(f"fastzoo.train.train: missing required option(s) {', '.join(missing)}")
     args = p.parse_args(["--model", str(options["model"]), "--data", str(options["data"])])
+    choices = {a.dest: a.choices for a in p._actions if a.choices}
     for k, v in options.items():
+        if k in choices and v is not None and v not in choices[k]:
+            raise ValueError(f"fastzoo.train.train: {k}={v!r} is not one of {', '.join(map(str, choices[k]))}")
         setattr(args, k, v)
     def value_error(msg):
         raise ValueError(f"fastzoo.train.train: {msg}")

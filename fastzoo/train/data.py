@@ -150,8 +150,12 @@ def _worker_init(worker_id):
     # torchvision's transforms draw from torch (seeded per sample above); seed python/numpy too for user
     # transforms, from the per-worker seed DataLoader derives from its generator.
     import random
+    import signal
 
     import numpy as np
+    # Ctrl-C reaches the whole process group: the training process stops cleanly and shuts its workers
+    # down; a worker dying on it first would turn the clean stop into "worker exited unexpectedly"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     s = torch.initial_seed() % 2 ** 32
     random.seed(s)
     np.random.seed(s)

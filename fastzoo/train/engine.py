@@ -256,8 +256,8 @@ def _loop(args, d, train_folder, val_folder, stop, log):
                  f"{val['loss']:.4f} top-1 {val['top1']:.2f} top-5 {val['top5']:.2f} ({val['n']} images) | "
                  f"lr {sched.lr:.4g} | {time.time() - t0:.1f}s{' | best' if is_best else ''}")
         for k, v in (("train/epoch_loss", train_loss), ("val/loss", val["loss"]), ("val/top1", val["top1"]),
-                     ("val/top5", val["top5"]), ("train/lr", sched.lr)):
-            tb.add_scalar(k, v, epoch + 1)
+                     ("val/top5", val["top5"])):
+            tb.add_scalar(k, v, st["step"])  # one x axis for every scalar: the optimizer step
         tb.flush()
         if args.max_steps is not None and st["step"] >= args.max_steps:
             stopped = "max_steps"

@@ -5,6 +5,7 @@ import pkgutil
 
 from ._registry import _MODELS, canonical_name, create_model, list_models, register_model
 from ._weights import load_weights, read_state_dict
+from ._convert import convert
 
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
@@ -12,5 +13,5 @@ for _info in pkgutil.iter_modules(__path__):
 
 globals().update(_MODELS)  # fastzoo.models.mobilenetv3_small, ...
 
-__all__ = ["create_model", "list_models", "register_model", "canonical_name", "load_weights",
+__all__ = ["create_model", "list_models", "register_model", "canonical_name", "load_weights", "convert",
            "read_state_dict"] + sorted(_MODELS)

@@ -9,9 +9,16 @@ Eval mode: each block's input BN + ReLU (norm1) runs as one folded multiply-add 
 residual sum, so there is no conv to fold it into); norm2 and norm3 fold onto the OUTPUT of conv1 / conv2 (the
 only reader of each), so conv1 runs pwconv_bn_act with norm2 + ReLU, conv2 one 3x3 conv with norm3 folded + ReLU,
 conv3 pwconv_bn_act with the residual add fused; stride-1 projections run pwconv_bn_act (scale 1), strided ones
-one conv. Train mode runs the same order unfused."""
+one conv. Train mode runs the same order unfused.
+
+drop_path_rate: stochastic depth on each block's residual branch in train mode, the rate rising linearly over
+the blocks from 0 to drop_path_rate (timm's calculate_drop_path_rates), one per-sample draw per block in timm's
+order, so timm's resnetv2 with the same rate and seed drops the same samples. Eval mode is unaffected."""
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..layers import drop_path
 
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import bn_act, conv_bn_act
@@ -24,9 +31,16 @@ class DownsampleConv(nn.Module):
         self.conv = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
 
 
+def _drop_path(x, p, training):
+    if training and p >= 1.0:  # every sample dropped; fastzoo.layers.drop_path would divide by keep = 0
+        return x * x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(0.0)  # the same draw as timm (RNG in step)
+    return drop_path(x, p, training)
+
+
 class PreActBottleneck(nn.Module):
-    def __init__(self, in_chs, out_chs, stride=1):
+    def __init__(self, in_chs, out_chs, stride=1, drop_path_rate=0.0):
         super().__init__()
+        self.drop_path_rate = drop_path_rate
         mid = out_chs // 4
         self.downsample = DownsampleConv(in_chs, out_chs, stride) if stride != 1 or in_chs != out_chs else None
         self.norm1 = nn.BatchNorm2d(in_chs)
@@ -42,14 +56,18 @@ class PreActBottleneck(nn.Module):
                                                                   "identity")
         y = conv_bn_act(self, self.conv1, self.norm2, x_preact, "relu")
         y = conv_bn_act(self, self.conv2, self.norm3, y, "relu")
+        if self.training and self.drop_path_rate > 0:
+            y = conv_bn_act(self, self.conv3, None, y, "identity")
+            return _drop_path(y, self.drop_path_rate, True) + shortcut
         return conv_bn_act(self, self.conv3, None, y, "identity", shortcut)
 
 
 class ResNetStage(nn.Module):
-    def __init__(self, in_chs, out_chs, stride, depth):
+    def __init__(self, in_chs, out_chs, stride, depth, drop_path_rates=None):
         super().__init__()
-        self.blocks = nn.Sequential(*[PreActBottleneck(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1)
-                                      for i in range(depth)])
+        rates = drop_path_rates or [0.0] * depth
+        self.blocks = nn.Sequential(*[PreActBottleneck(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1,
+                                                       rates[i]) for i in range(depth)])
 
     def forward(self, x):
         return self.blocks(x)
@@ -62,16 +80,18 @@ class ClassifierHead(nn.Module):
 
 
 class ResNetV2(nn.Module):
-    def __init__(self, layers, num_classes=1000, in_chans=3, dropout=0.0):
+    def __init__(self, layers, num_classes=1000, in_chans=3, dropout=0.0, drop_path_rate=0.0):
         super().__init__()
         self.dropout = dropout
         self.stem = nn.Sequential()
         self.stem.add_module("conv", nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False))
         self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         stages, prev = [], 64
+        # linear in the block index, 0 at the first block, drop_path_rate at the last (timm's schedule)
+        dpr = torch.linspace(0, drop_path_rate, sum(layers), device="cpu").split(list(layers))
         for i, depth in enumerate(layers):
             out = 256 * 2 ** i
-            stages.append(ResNetStage(prev, out, 1 if i == 0 else 2, depth))
+            stages.append(ResNetStage(prev, out, 1 if i == 0 else 2, depth, dpr[i].tolist()))
             prev = out
         self.stages = nn.Sequential(*stages)
         self.num_features = prev
@@ -97,7 +117,8 @@ def _variant(depth):
     def build(weights=None, **kwargs):
         return finish(ResNetV2(DEPTHS[depth], **kwargs), weights)
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"Pre-activation ResNet-{depth} (timm {name}); options num_classes, in_chans, dropout, weights."
+    build.__doc__ = (f"Pre-activation ResNet-{depth} (timm {name}); options num_classes, in_chans, dropout, "
+                     f"drop_path_rate, weights.")
     globals()[name] = register_model()(build)
 
 

@@ -6,7 +6,11 @@ timm's ResNet layout; the SE variants add timm's se.fc1 / se.fc2 (SEModule: ReLU
 
 Eval mode folds every conv/BN pair: the 1x1 convs run pwconv_bn_act (the bottleneck's last one with the
 residual add and ReLU fused in, unless SE sits between), the 3x3 / 7x7 / strided convs one conv with the
-folded weight and bias, SE runs squeeze_excite."""
+folded weight and bias, SE runs squeeze_excite.
+
+drop_path_rate (timm's option; torchvision has none): stochastic depth on each block's residual branch in train
+mode, block i of n dropping with rate * i / (n - 1) as in timm, one per-sample draw per block in timm's order.
+Eval mode is unaffected."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +18,7 @@ from torch import nn
 from ..layers import SqueezeExcite
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
+from ._drop_path import drop_path, linear_rates
 from ._registry import register_model
 from ._weights import load_weights
 
@@ -26,8 +31,10 @@ def _se(channels):
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, se=False):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, se=False,
+                 drop_path_rate=0.0):
         super().__init__()
+        self.drop_path_rate = drop_path_rate
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
@@ -41,17 +48,21 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         identity = x if self.downsample is None else conv_bn_act(self, *self.downsample, x, "identity")
         out = conv_bn_act(self, self.conv1, self.bn1, x, "relu")
-        if self.se is None:
+        drop = self.training and self.drop_path_rate > 0
+        if self.se is None and not drop:
             return conv_bn_act(self, self.conv2, self.bn2, out, "relu", identity)
-        out = self.se(conv_bn_act(self, self.conv2, self.bn2, out, "identity"))
-        return F.relu(out + identity)
+        out = conv_bn_act(self, self.conv2, self.bn2, out, "identity")
+        out = out if self.se is None else self.se(out)
+        return F.relu(drop_path(out, self.drop_path_rate, self.training) + identity)
 
 
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, se=False):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, se=False,
+                 drop_path_rate=0.0):
         super().__init__()
+        self.drop_path_rate = drop_path_rate
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -67,10 +78,12 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else conv_bn_act(self, *self.downsample, x, "identity")
         out = conv_bn_act(self, self.conv1, self.bn1, x, "relu")
         out = conv_bn_act(self, self.conv2, self.bn2, out, "relu")
-        if self.se is None:
+        drop = self.training and self.drop_path_rate > 0
+        if self.se is None and not drop:
             return conv_bn_act(self, self.conv3, self.bn3, out, "relu", identity)
-        out = self.se(conv_bn_act(self, self.conv3, self.bn3, out, "identity"))
-        return F.relu(out + identity)
+        out = conv_bn_act(self, self.conv3, self.bn3, out, "identity")
+        out = out if self.se is None else self.se(out)
+        return F.relu(drop_path(out, self.drop_path_rate, self.training) + identity)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -82,9 +95,10 @@ DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottle
 
 class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_chans=3, groups=1, width_per_group=64, se=False,
-                 dropout=0.0, zero_init_residual=False):
+                 dropout=0.0, zero_init_residual=False, drop_path_rate=0.0):
         super().__init__()
         block = BLOCKS[block] if isinstance(block, str) else block
+        rates = iter(linear_rates(drop_path_rate, sum(layers)))
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -98,7 +112,7 @@ class ResNet(nn.Module):
             blocks = []
             for j in range(n):
                 blocks.append(block(self.inplanes, planes, stride if j == 0 else 1, downsample if j == 0 else None,
-                                    groups, width_per_group, se))
+                                    groups, width_per_group, se, next(rates)))
                 self.inplanes = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.num_features = self.inplanes
@@ -139,7 +153,7 @@ def _variant(name, depth, groups=1, width_per_group=64, se=False, aliases=()):
     kind = "SE-" if se else ""
     kind += f"ResNeXt-{depth} {groups}x{width_per_group}d" if groups > 1 else (
         f"Wide ResNet-{depth}-{width_per_group // 64}" if width_per_group != 64 else f"ResNet-{depth}")
-    build.__doc__ = f"{kind}; options num_classes, in_chans, dropout, zero_init_residual, weights."
+    build.__doc__ = f"{kind}; options num_classes, in_chans, dropout, zero_init_residual, drop_path_rate, weights."
     globals()[name] = register_model(*aliases)(build)
 
 

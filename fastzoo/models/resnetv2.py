@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import drop_path
 
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import bn_act, conv_bn_act
+from ._drop_path import drop_path
 from ._registry import register_model
 
 
@@ -29,12 +29,6 @@ class DownsampleConv(nn.Module):
     def __init__(self, in_chs, out_chs, stride):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
-
-
-def _drop_path(x, p, training):
-    if training and p >= 1.0:  # every sample dropped; fastzoo.layers.drop_path would divide by keep = 0
-        return x * x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(0.0)  # the same draw as timm (RNG in step)
-    return drop_path(x, p, training)
 
 
 class PreActBottleneck(nn.Module):
@@ -58,7 +52,7 @@ class PreActBottleneck(nn.Module):
         y = conv_bn_act(self, self.conv2, self.norm3, y, "relu")
         if self.training and self.drop_path_rate > 0:
             y = conv_bn_act(self, self.conv3, None, y, "identity")
-            return _drop_path(y, self.drop_path_rate, True) + shortcut
+            return drop_path(y, self.drop_path_rate, True) + shortcut
         return conv_bn_act(self, self.conv3, None, y, "identity", shortcut)
 
 

@@ -99,3 +99,27 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     with fastzoo.backend("cpu"):
         run_mbconv(impl, n, cin, cexp, cout, h, w, k, stride, expand, se, residual=residual, fmt=fmt, dtype=dtype)
         run_fused(impl, n, cin, cexp, cout, h, w, k, stride, expand, residual=residual, fmt=fmt, dtype=dtype)
+
+
+# The CPU's cache-tiled path (float32, channels_last): maps big enough for several strips of rows, with the
+# depthwise halo recomputed at every strip boundary, a whole image per strip, and 1 or 2 threads (the strip
+# planner depends on both). The cpu backend only: the path is the C++ fast path's, and these sizes take
+# minutes in the Triton interpreter.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", [
+    (1, 16, 72, 24, 56, 56, 3, 2, False),
+    (1, 16, 96, 16, 57, 43, 5, 1, True),
+    (2, 24, 144, 24, 64, 60, 7, 1, False),
+    (3, 40, 240, 40, 28, 28, 5, 1, True),
+    (1, 32, 192, 64, 75, 91, 3, 2, True),
+])
+def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the tiled path is the C++ CPU fast path")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se,
+                   residual=stride == 1 and cin == cout)
+    finally:
+        torch.set_num_threads(old)

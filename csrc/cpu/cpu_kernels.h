@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "fastzoo/activation.h"
+#include "fastzoo/dwconv_math.h"
 
 namespace fastzoo {
 
@@ -83,6 +84,24 @@ void check_se_args(const std::string& op, const at::Tensor& x, int64_t C, const 
 
 // t = act(t) in place (t dense, any memory format).
 void act_inplace(at::Tensor& t, Act act, bool fast);
+
+// Depthwise + BN + act (float32, channels_last addressing: pixel (ih, iw) of channel c at
+// x + ih * xs.h + iw * xs.w + c) for the output rows [oh0, oh1) of one image; wkc is the weight as
+// (K*K, C). sums, when not null, accumulates the per-channel sums of the stored output.
+void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc, const float* sh, float* y,
+                 Strides4 ys, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t K, int64_t stride,
+                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums);
+
+struct SeArgs {
+  at::Tensor w1, b1, w2, b2;
+  Act act, gate;
+};
+// The cache-tiled mbconv (mbconv_tiled.cpp): float32, dense channels_last x and out; ew2d undefined when
+// there is no expansion; per-channel vectors in float. Returns false (nothing written) where it does not apply.
+bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
+                  const at::Tensor& dw_weight, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
+                  const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,
+                  bool residual, at::Tensor& out);
 
 }  // namespace cpu
 }  // namespace fastzoo

@@ -340,6 +340,17 @@ void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
 
 }  // namespace
 
+void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc, const float* sh, float* y,
+                 Strides4 ys, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t K, int64_t stride,
+                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums) {
+  const DwShape s{1, C, H, W, OH, OW, K, stride, pad};
+  with_act(act, [&](auto A) {
+    constexpr Act a = decltype(A)::value;
+    if (sums) DwCL<float, a, true>{x, xs, wkc, sc, sh, y, ys, s}.rows(oh0, oh1, sums);
+    else DwCL<float, a, false>{x, xs, wkc, sc, sh, y, ys, s}.rows(oh0, oh1, nullptr);
+  });
+}
+
 bool dw_fast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
              const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out,
              at::Tensor* sums) {

@@ -86,6 +86,15 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
                              residual ? std::optional<at::Tensor>(x) : std::nullopt);
   }
 
+  {
+    SeArgs se;
+    if (has_se) se = SeArgs{*se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act};
+    if (mbconv_tiled(x, ew2d, has_expand ? to_acc(*expand_scale, x) : at::Tensor(),
+                     has_expand ? to_acc(*expand_shift, x) : at::Tensor(), dw_weight, to_acc(dw_scale, x),
+                     to_acc(dw_shift, x), has_se ? &se : nullptr, pw2d, to_acc(project_scale, x),
+                     to_acc(project_shift, x), stride, act, residual, out))
+      return out;
+  }
   // 1. expand GEMM + BN + act into a channels_last buffer
   at::Tensor h1 = x;
   if (has_expand) {
@@ -180,11 +189,16 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   const bool fast = use_fast();
   const at::Tensor csc = to_acc(conv_scale, x), csh = to_acc(conv_shift, x);
   at::Tensor h;
-  if (fast) {
+  // Fold the BN scale into the weights when they are smaller than the conv's output (stems: one tiny
+  // pass); otherwise one epilogue pass over the output beats rescaling big weights on every call.
+  if (fast && conv_weight.numel() <= N * Cmid * OH * OW) {
     const at::Tensor wf = (conv_weight.to(csc.scalar_type()) * csc.view({Cmid, 1, 1, 1})).to(x.scalar_type())
                               .contiguous(conv_weight.suggest_memory_format());
     h = at::convolution(x, wf, conv_shift.to(x.scalar_type()), {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
     act_inplace(h, act, true);
+  } else if (fast) {
+    h = at::convolution(x, conv_weight, std::nullopt, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    pw_epilogue_inplace(h, csc, csh, nullptr, act, true);
   } else {
     h = at::convolution(x, conv_weight, std::nullopt, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
     pw_epilogue_inplace(h, csc, csh, nullptr, act, false);

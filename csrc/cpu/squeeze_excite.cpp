@@ -2,7 +2,7 @@
 //
 // Pass 1: per-channel means in the accumulate type (fast: channels_last vectorized over blocks of 64
 // channels per sample, NCHW vectorized over each plane; generic: strided scalar sums).
-// The two FCs: tiny GEMMs (at::addmm in the accumulate dtype) + the activations.
+// The two FCs: direct vectorized dot products in float (addmm for float64) + the activations.
 // Pass 2: the gate (fast: vectorized rows; generic: fastzoo::se_apply per element, any strides).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -96,8 +96,15 @@ at::Tensor se_means(const at::Tensor& x, bool fast) {
   return m;
 }
 
+bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                  const at::Tensor& b2, Act act, Act gate, at::Tensor& g);
+
 at::Tensor se_gate(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                    const at::Tensor& b2, Act act, Act gate) {
+  if (use_fast()) {
+    at::Tensor g = at::empty({means.size(0), w2.size(0)}, means.options());
+    if (se_gate_fast(means, w1, b1, w2, b2, act, gate, g)) return g;
+  }
   const auto dt = means.scalar_type();
   const at::Tensor w1a = w1.reshape({w1.size(0), w1.size(1)}).to(dt);
   const at::Tensor w2a = w2.reshape({w2.size(0), w2.size(1)}).to(dt);
@@ -145,6 +152,58 @@ at::Tensor squeeze_excite_cpu(const at::Tensor& x, const at::Tensor& w1, const a
 
 namespace fastzoo {
 namespace cpu {
+
+// sum_k w[k] * v[k] in float, w in the weights' storage type.
+template <typename scalar_t>
+inline float dot(const scalar_t* w, const float* v, int64_t n) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  V a0(0.f), a1(0.f);
+  int64_t k = 0;
+  for (; k + 2 * L <= n; k += 2 * L) {
+    a0 = at::vec::fmadd(vload(w + k), V::loadu(v + k), a0);
+    a1 = at::vec::fmadd(vload(w + k + L), V::loadu(v + k + L), a1);
+  }
+  for (; k + L <= n; k += L) a0 = at::vec::fmadd(vload(w + k), V::loadu(v + k), a0);
+  float s = at::vec::vec_reduce_all<float>([](V& x, V& y) { return x + y; }, a0 + a1);
+  for (; k < n; ++k) s += static_cast<float>(w[k]) * v[k];
+  return s;
+}
+
+// The SE FCs as direct dot products: the matrices are tiny, and at batch 1 ATen's addmm costs more in
+// dispatch and packing than in arithmetic. float means only (double goes through addmm).
+bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                  const at::Tensor& b2, Act act, Act gate, at::Tensor& g) {
+  if (means.scalar_type() != at::kFloat) return false;
+  const int64_t N = means.size(0), C = means.size(1), Cs = w1.size(0);
+  if (w2.scalar_type() != w1.scalar_type()) return false;
+  const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
+  const at::Tensor b1c = b1.to(at::kFloat).contiguous(), b2c = b2.to(at::kFloat).contiguous();
+  const at::Tensor mc = means.contiguous();
+  auto run = [&](auto tag) {
+    using scalar_t = decltype(tag);
+    const scalar_t *pw1 = w1c.const_data_ptr<scalar_t>(), *pw2 = w2c.const_data_ptr<scalar_t>();
+    const float *pb1 = b1c.const_data_ptr<float>(), *pb2 = b2c.const_data_ptr<float>();
+    const float* pm = mc.const_data_ptr<float>();
+    float* pg = g.data_ptr<float>();
+    at::parallel_for(0, N, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C * Cs)), [&](int64_t b, int64_t e) {
+      std::vector<float> s(Cs);
+      for (int64_t n = b; n < e; ++n) {
+        for (int64_t j = 0; j < Cs; ++j)
+          s[j] = apply_act<float>(pb1[j] + dot(pw1 + j * C, pm + n * C, C), act);
+        for (int64_t c = 0; c < C; ++c)
+          pg[n * C + c] = apply_act<float>(pb2[c] + dot(pw2 + c * Cs, s.data(), Cs), gate);
+      }
+    });
+  };
+  switch (w1.scalar_type()) {
+    case at::kFloat: run(float()); break;
+    case at::kBFloat16: run(c10::BFloat16()); break;
+    case at::kHalf: run(c10::Half()); break;
+    default: return false;
+  }
+  return true;
+}
 
 bool se_means_fast(const at::Tensor& x, at::Tensor& m) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);

@@ -65,11 +65,19 @@ class ConvBnAct(nn.Sequential):
         w, scale, shift, scaled = self.folded()
         kind, act = self.kind(), self.act_name
         if kind == "depthwise" and residual is None:
-            return ops.dwconv_bn_act(x, w, scale, shift, self.conv.stride[0], self.conv.padding[0], act)
+            return ops.run("dwconv_bn_act", x, w, scale, shift, self.conv.stride[0], self.conv.padding[0], act)
         if kind == "pointwise":
-            return ops.pwconv_bn_act(x, w, scale, shift, act, residual)
+            return ops.run("pwconv_bn_act", x, w, scale, shift, act, residual)
         c = self.conv
+        if residual is None and self._plain_kxk():  # a KxK conv + BN + act is fused_mbconv without projection
+            return ops.run("fused_mbconv", x, w, scale, shift, None, None, None, c.stride[0], act, False)
         y = F.conv2d(x, scaled, shift.to(x.dtype), c.stride, c.padding, c.dilation, c.groups)
         if residual is not None:
             y = y + residual
         return activations.apply(act, y)
+
+    def _plain_kxk(self):
+        c = self.conv
+        k, s = c.kernel_size[0], c.stride[0]
+        return (c.groups == 1 and c.kernel_size == (k, k) and k % 2 == 1 and c.stride == (s, s) and s in (1, 2)
+                and c.padding == (k // 2, k // 2) and c.dilation == (1, 1) and c.padding_mode == "zeros")

@@ -49,6 +49,7 @@ class _Block(nn.Module):
         setattr(self, layout, nn.Sequential(*modules))
         self._stages = stages  # (conv, bn) pairs, also registered inside the container
         self._folds = [FoldCache() for _ in stages]
+        self._args = FoldCache()  # the fused op's whole argument list, rebuilt when any source changes
         self.stride, self.act = stride, activations.check_act(type(self).__name__, "act", act)
         self.use_res_connect = stride == 1 and in_chs == out_chs
         self.drop_path_rate = drop_path_rate
@@ -56,15 +57,28 @@ class _Block(nn.Module):
     def folded(self, i):
         return fold_conv_bn(self._folds[i], *self._stages[i])[:3]
 
-    def train(self, mode: bool = True):
-        for f in self._folds:
+    def sources(self):
+        """Every tensor the fused op's arguments are computed from."""
+        out = []
+        for conv, bn in self._stages:
+            out += [conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+        return out
+
+    def op_args(self):
+        """The fused op's arguments after x, cached: one key check per call instead of one per stage."""
+        return self._args.get(self.sources(), self.compute_op_args)
+
+    def clear(self):
+        for f in self._folds + [self._args]:
             f.clear()
+
+    def train(self, mode: bool = True):
+        self.clear()
         return super().train(mode)
 
     def forward(self, x):
         if self.training:
-            for f in self._folds:
-                f.clear()
+            self.clear()
             y = getattr(self, self.layout)(x)
             return x + drop_path(y, self.drop_path_rate, True) if self.use_res_connect else y
         return self.forward_fused(x)
@@ -96,15 +110,21 @@ class MBConv(_Block):
         stages.append(pair)
         self._setup(layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate)
 
-    def forward_fused(self, x):
+    def sources(self):
+        se = self.se
+        return super().sources() + ([se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias] if se is not None else [])
+
+    def compute_op_args(self):
         expand = self.folded(0) if self.has_expand else (None, None, None)
         dw = self.folded(1 if self.has_expand else 0)
         project = self.folded(len(self._stages) - 1)
         se = self.se
         se_args = (se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias) if se is not None else (None,) * 4
-        return ops.mbconv(x, *expand, *dw, *se_args, *project, self.stride, self.act,
-                          se.act if se is not None else "relu", se.gate if se is not None else "hardsigmoid",
-                          self.use_res_connect)
+        return (*expand, *dw, *se_args, *project, self.stride, self.act, se.act if se is not None else "relu",
+                se.gate if se is not None else "hardsigmoid", self.use_res_connect)
+
+    def forward_fused(self, x):
+        return ops.run("mbconv", x, *self.op_args())
 
 
 class FusedMBConv(_Block):
@@ -123,6 +143,9 @@ class FusedMBConv(_Block):
             stages.append(pair)
         self._setup(layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate)
 
-    def forward_fused(self, x):
+    def compute_op_args(self):
         project = self.folded(1) if self.has_project else (None, None, None)
-        return ops.fused_mbconv(x, *self.folded(0), *project, self.stride, self.act, self.use_res_connect)
+        return (*self.folded(0), *project, self.stride, self.act, self.use_res_connect)
+
+    def forward_fused(self, x):
+        return ops.run("fused_mbconv", x, *self.op_args())

@@ -41,6 +41,18 @@ def implementation(name: str, device_type: str):
     return getattr(torch.ops.fastzoo, name)
 
 
+_CPP_BACKENDS = ("cpu", "cuda")
+
+
+def run(name: str, x, *args):
+    """What the fastzoo layers call: op `name` on the current backend. The C++ ops check every argument
+    themselves (same messages, TORCH_CHECK), so the Python checks run only in front of the other backends;
+    this saves ~20 us per call, which matters at batch 1."""
+    if backends.resolve(x.device.type) in _CPP_BACKENDS:
+        return getattr(torch.ops.fastzoo, name).default(x, *args)
+    return globals()[name](x, *args)
+
+
 def dwconv_bn_act(x, weight, scale, shift, stride=1, padding=-1, act="identity"):
     """act(depthwise KxK conv(x, weight) * scale + shift); padding -1 means K//2."""
     _checks.dwconv_bn_act(x, weight, scale, shift, stride, padding, act)

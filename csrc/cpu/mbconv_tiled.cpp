@@ -1,0 +1,186 @@
+// The cache-tiled mbconv fast path (float32, dense channels_last in and out).
+//
+// Per sample and strip of output rows, the expanded rows the strip needs (its rows plus the depthwise
+// halo) are computed into a per-thread buffer, go through BN + act, the depthwise conv + BN + act and
+// the projection GEMM + BN (+ residual) while they are still in cache: the expanded tensor, the block's
+// largest (3-6x its input), never goes to memory. With squeeze-excite the gate needs the means of the
+// whole depthwise output, so pass 1 stores that output (and per-strip channel sums, reduced in strip
+// order: deterministic for any thread count) and pass 2 gates and projects it strip by strip.
+// GEMMs: BLAS sgemm (MKL inside torch), one call per strip, single-threaded inside at::parallel_for.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <vector>
+
+#include "cpu_kernels.h"
+#include "fastzoo/cpu_vec.h"
+
+// torch's CPU build exports its BLAS (ATen's own cpublas calls it); weak, so a build without it
+// falls back to at::mm on the same buffers.
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+
+namespace fastzoo {
+namespace cpu {
+namespace {
+
+constexpr int64_t kStripFloats = 64 * 1024;  // per-thread working set of a strip: ~256 KiB, inside L2
+
+// c (P x Cout, row stride ldc) = a (P x K, row stride lda) @ w^T, w (Cout x K) row-major.
+void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
+               int64_t ldc) {
+  if (sgemm_ != nullptr) {
+    // column-major view: c^T (Cout x P) = w (Cout x K, stored as K x Cout) ^T @ a^T (K x P)
+    const char ta = 'T', tb = 'N';
+    const int m = static_cast<int>(Cout), n = static_cast<int>(P), k = static_cast<int>(K);
+    const int la = static_cast<int>(K), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const float one = 1.f, zero = 0.f;
+    sgemm_(&ta, &tb, &m, &n, &k, &one, w, &la, a, &lb, &zero, c, &lc);
+    return;
+  }
+  const auto f = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor ct = at::from_blob(c, {P, Cout}, {ldc, 1}, f);
+  at::mm_out(ct, at::from_blob(const_cast<float*>(a), {P, K}, {lda, 1}, f),
+             at::from_blob(const_cast<float*>(w), {Cout, K}, {K, 1}, f).t());
+}
+
+// o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P dense pixel rows of C channels.
+template <Act A, bool RES>
+void epilogue_rows(float* o, int64_t P, int64_t C, const float* sc, const float* sh, const float* r) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  for (int64_t p = 0; p < P; ++p) {
+    float* op = o + p * C;
+    const float* rp = RES ? r + p * C : nullptr;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) {
+      V v = at::vec::fmadd(V::loadu(op + c), V::loadu(sc + c), V::loadu(sh + c));
+      if constexpr (RES) v = v + V::loadu(rp + c);
+      vact<A>(v).store(op + c);
+    }
+    if (c < C) {
+      const int64_t k = C - c;
+      V v = at::vec::fmadd(V::loadu(op + c, k), V::loadu(sc + c, k), V::loadu(sh + c, k));
+      if constexpr (RES) v = v + V::loadu(rp + c, k);
+      vact<A>(v).store(op + c, k);
+    }
+  }
+}
+
+void epilogue(float* o, int64_t P, int64_t C, const float* sc, const float* sh, const float* r, Act act) {
+  with_act(act, [&](auto a) {
+    if (r) epilogue_rows<decltype(a)::value, true>(o, P, C, sc, sh, r);
+    else epilogue_rows<decltype(a)::value, false>(o, P, C, sc, sh, r);
+  });
+}
+
+// d[p, c] *= g[c]
+void gate_rows(float* d, int64_t P, int64_t C, const float* g) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  for (int64_t p = 0; p < P; ++p) {
+    float* dp = d + p * C;
+    int64_t c = 0;
+    for (; c + L <= C; c += L) (V::loadu(dp + c) * V::loadu(g + c)).store(dp + c);
+    for (; c < C; ++c) dp[c] *= g[c];
+  }
+}
+
+inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
+
+}  // namespace
+
+bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
+                  const at::Tensor& dw_weight, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
+                  const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,
+                  bool residual, at::Tensor& out) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  if (x.scalar_type() != at::kFloat || !x.is_contiguous(cl) || !out.is_contiguous(cl) ||
+      dw_weight.scalar_type() != at::kFloat || pw2d.scalar_type() != at::kFloat)
+    return false;
+  const bool has_expand = ew2d.defined();
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cmid = dw_weight.size(0), Cout = pw2d.size(0), K = dw_weight.size(3), pad = K / 2;
+  const int64_t OH = out.size(2), OW = out.size(3);
+  const int64_t threads = at::get_num_threads();
+
+  // Strip height: the expanded rows of a strip (with halo) and its dw output fit the per-thread budget;
+  // a whole image when it nearly fits (no halo); at least `threads` tasks; give up (the untiled path
+  // runs) when recomputing the halo would cost more than half the expand GEMM again.
+  const int64_t row_floats = (has_expand ? stride * W * Cmid : 0) + OW * Cmid;
+  int64_t R = std::clamp<int64_t>(kStripFloats / std::max<int64_t>(1, row_floats), 1, OH);
+  if (OH * row_floats <= 2 * kStripFloats) R = OH;
+  if (N * ((OH + R - 1) / R) < threads) R = std::max<int64_t>(1, (OH + (threads + N - 1) / N - 1) / ((threads + N - 1) / N));
+  const int64_t strips = (OH + R - 1) / R;
+  if (has_expand && strips > 1 && (R * stride + K - stride) > 3 * R * stride / 2) return false;
+  if (N * strips < threads && N * OH * OW * Cmid > 4 * kStripFloats) return false;  // too few tasks for the work
+
+  // dw weights as (K*K, Cmid), the layout the channels_last depthwise kernel reads
+  const at::Tensor wkc = dw_weight.reshape({Cmid, K * K}).t().contiguous();
+  const float* xp = x.const_data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const Strides4 xs{H * W * Cin, 1, W * Cin, Cin};
+  const int64_t OP = OH * OW;
+
+  // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
+  at::Tensor h2, sums;  // with SE: the dw output (N, OH, OW, Cmid) and the per-strip channel sums
+  if (se) {
+    h2 = at::empty({N, OH, OW, Cmid}, x.options());
+    sums = at::zeros({N, strips, Cmid}, x.options());
+  }
+  at::parallel_for(0, N * strips, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> ebuf, dbuf(se ? 0 : R * OW * Cmid);
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t n = t / strips, oh0 = (t % strips) * R, oh1 = std::min(OH, oh0 + R);
+      const float* xn = xp + n * xs.n;
+      // input rows the strip reads: [ih0, ih1)
+      const int64_t ih0 = std::max<int64_t>(0, oh0 * stride - pad);
+      const int64_t ih1 = std::min<int64_t>(H, (oh1 - 1) * stride - pad + K);
+      const float* dw_in = xn;
+      Strides4 ins = xs;
+      if (has_expand) {
+        const int64_t P = (ih1 - ih0) * W;
+        ebuf.resize(P * Cmid);
+        gemm_rows(xn + ih0 * W * Cin, Cin, ew2d.const_data_ptr<float>(), P, Cin, Cmid, ebuf.data(), Cmid);
+        epilogue(ebuf.data(), P, Cmid, fp(esc), fp(esh), nullptr, act);
+        dw_in = ebuf.data() - ih0 * W * Cmid;  // so that image row ih is at dw_in + ih * W * Cmid
+        ins = Strides4{0, 1, W * Cmid, Cmid};
+      }
+      float* d = se ? h2.data_ptr<float>() + n * OP * Cmid : dbuf.data() - oh0 * OW * Cmid;
+      const Strides4 ds{0, 1, OW * Cmid, Cmid};
+      float* s = se ? sums.data_ptr<float>() + t * Cmid : nullptr;
+      dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s);
+      if (!se) {
+        const int64_t P = (oh1 - oh0) * OW;
+        float* o = op + (n * OP + oh0 * OW) * Cout;
+        gemm_rows(dbuf.data(), Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
+        epilogue(o, P, Cout, fp(psc), fp(psh), residual ? xn + oh0 * OW * Cin : nullptr, Act::Identity);
+      }
+    }
+  });
+  if (!se) return true;
+
+  // pass 2: the gate from the means, then gate + projection + BN (+ residual) per strip of pixels
+  const at::Tensor means = sums.sum(1).div_(static_cast<double>(OP));
+  const at::Tensor g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
+  const float* gp = g.const_data_ptr<float>();
+  const int64_t PB = std::clamp<int64_t>(kStripFloats / std::max<int64_t>(1, Cmid + Cout), 1, OP);
+  const int64_t chunks = (OP + PB - 1) / PB;
+  float* hp = h2.data_ptr<float>();
+  at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;
+      float* d = hp + (n * OP + p0) * Cmid;
+      gate_rows(d, P, Cmid, gp + n * Cmid);
+      float* o = op + (n * OP + p0) * Cout;
+      gemm_rows(d, Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
+      epilogue(o, P, Cout, fp(psc), fp(psh), residual ? xp + (n * OP + p0) * Cin : nullptr, Act::Identity);
+    }
+  });
+  return true;
+}
+
+}  // namespace cpu
+}  // namespace fastzoo
+FZ_VEC_END

@@ -83,7 +83,7 @@ def test_block_errors(impl):
         ops.mbconv(*bad)
     fargs = list(sample("fused_mbconv", impl.device))
     fargs[1] = rand(12, 5, 3, 3, device=impl.device)
-    with pytest.raises(ValueError, match=r"fused_mbconv: expected conv_weight of shape \(Cout, C, K, K\) with C=6"):
+    with pytest.raises(ValueError, match=r"fused_mbconv: input x has 6 channels but conv_weight \(12, 5, 3, 3\) expects 5"):
         ops.fused_mbconv(*fargs)
 
 

@@ -157,6 +157,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   check_input4d(op, x);
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   check_same(op, x, conv_weight, "conv_weight");
+  TORCH_CHECK(conv_weight.dim() != 4 || conv_weight.size(1) == Cin, op, ": input x has ", Cin,
+              " channels but conv_weight ", conv_weight.sizes(), " expects ", conv_weight.size(1));
   TORCH_CHECK(conv_weight.dim() == 4 && conv_weight.size(1) == Cin && conv_weight.size(2) == conv_weight.size(3) &&
                   conv_weight.size(0) > 0,
               op, ": expected conv_weight of shape (Cmid, ", Cin, ", K, K) for Cin=", Cin, ", got ",

@@ -24,8 +24,8 @@ def drop_path(x, p: float, training: bool):
     if not training or p == 0.0:
         return x
     keep = 1.0 - p
-    mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-    return x * mask.div_(keep)
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * (mask.div_(keep) if keep > 0 else mask)  # p = 1 drops every sample
 
 
 def _conv_bn(cin, cout, k, stride, groups, act, bn, layout):

@@ -15,8 +15,8 @@ class SqueezeExcite(nn.Module):
         self.gate = activations.check_act("SqueezeExcite", "gate", gate)
 
     def forward(self, x):
-        return ops.squeeze_excite(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                                  self.act, self.gate)
+        return ops.run("squeeze_excite", x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                       self.act, self.gate)
 
     def extra_repr(self):
         return f"act={self.act}, gate={self.gate}"
@@ -28,7 +28,7 @@ class ChannelShuffle(nn.Module):
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.channel_shuffle(x, self.groups)
+        return ops.run("channel_shuffle", x, self.groups)
 
     def extra_repr(self):
         return f"groups={self.groups}"

@@ -50,9 +50,9 @@ def conv_bn_act(owner: nn.Module, conv: nn.Conv2d, bn, x, act="relu", residual=N
     w, scale, shift, scaled = _fold_conv_bias(cache, conv) if bn is None else fold_conv_bn(cache, conv, bn)
     kind = conv_kind(conv)
     if kind == "depthwise" and residual is None:
-        return ops.dwconv_bn_act(x, w, scale, shift, conv.stride[0], conv.padding[0], act)
+        return ops.run("dwconv_bn_act", x, w, scale, shift, conv.stride[0], conv.padding[0], act)
     if kind == "pointwise":
-        return ops.pwconv_bn_act(x, w, scale, shift, act, residual)
+        return ops.run("pwconv_bn_act", x, w, scale, shift, act, residual)
     y = F.conv2d(x, scaled, shift.to(x.dtype), conv.stride, conv.padding, conv.dilation, conv.groups)
     if residual is not None:
         y = y + residual

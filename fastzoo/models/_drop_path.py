@@ -1,13 +1,7 @@
-"""Stochastic depth for the model families' residual branches: fastzoo.layers.drop_path, plus the p >= 1 case
-(every sample dropped), where layers.drop_path would divide by keep = 0. The same per-sample draw either way,
-as timm's DropPath, so a fastzoo model and its timm oracle seeded alike drop the same samples."""
-from ..layers import drop_path as _layers_drop_path
-
-
-def drop_path(x, p: float, training: bool):
-    if training and p >= 1.0:
-        return x * x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(0.0)
-    return _layers_drop_path(x, p, training)
+"""Stochastic depth for the model families' residual branches (fastzoo.layers.drop_path: the same per-sample
+draw as timm's DropPath, so a fastzoo model and its timm oracle seeded alike drop the same samples), and timm's
+per-block rate schedule."""
+from ..layers import drop_path  # noqa: F401
 
 
 def linear_rates(rate: float, n: int):

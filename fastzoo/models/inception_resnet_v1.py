@@ -155,11 +155,7 @@ def inception_resnet_v1(weights=None, **kwargs):
     """Inception-ResNet-v1, FaceNet's layout; options num_classes, in_chans, dropout (0.2), embedding_dim (None:
     the paper's fc head; 512: FaceNet's embedding + logits head), weights."""
     model = InceptionResnetV1(**kwargs)
-    for name, child in model.named_children():  # init_weights expects every Linear to have a bias
-        if name != "last_linear":
-            init_weights(child)
-    if model.embedding_dim:
-        nn.init.normal_(model.last_linear.weight, 0, 0.01)
+    init_weights(model)
     if weights is not None:
         load_weights(model, weights, (add_bn_counters,))
     return model

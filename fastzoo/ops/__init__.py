@@ -44,53 +44,61 @@ def implementation(name: str, device_type: str):
 _CPP_BACKENDS = ("cpu", "cuda")
 
 
-def run(name: str, x, *args):
-    """What the fastzoo layers call: op `name` on the current backend. The C++ ops check every argument
-    themselves (same messages, TORCH_CHECK), so the Python checks run only in front of the other backends;
-    this saves ~20 us per call, which matters at batch 1."""
-    if backends.resolve(x.device.type) in _CPP_BACKENDS:
+def _autocast(x, args):
+    """Under autocast, the fused ops run in its dtype (as conv does): x and the weights are cast; the
+    per-channel vectors stay float32, which every op takes (docs/OPS.md)."""
+    dt = torch.get_autocast_dtype(x.device.type)
+    cast = lambda t: t.to(dt) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim() > 1 else t  # noqa: E731
+    return cast(x), tuple(cast(a) for a in args)
+
+
+def _call(name, x, args, trusted=False):
+    if torch.is_autocast_enabled(x.device.type):
+        x, args = _autocast(x, args)
+    if trusted and backends.resolve(x.device.type) in _CPP_BACKENDS:
+        # The C++ ops check every argument themselves (same messages, TORCH_CHECK): skipping the Python
+        # checks saves ~20 us per call, which matters at batch 1.
         return getattr(torch.ops.fastzoo, name).default(x, *args)
-    return globals()[name](x, *args)
+    getattr(_checks, name)(x, *args)
+    return implementation(name, x.device.type)(x, *args)
+
+
+def run(name: str, x, *args):
+    """What the fastzoo layers call: op `name` on the current backend, positional arguments as the schema's."""
+    return _call(name, x, args, trusted=True)
 
 
 def dwconv_bn_act(x, weight, scale, shift, stride=1, padding=-1, act="identity"):
     """act(depthwise KxK conv(x, weight) * scale + shift); padding -1 means K//2."""
-    _checks.dwconv_bn_act(x, weight, scale, shift, stride, padding, act)
-    return implementation("dwconv_bn_act", x.device.type)(x, weight, scale, shift, stride, padding, act)
+    return _call("dwconv_bn_act", x, (weight, scale, shift, stride, padding, act))
 
 
 def pwconv_bn_act(x, weight, scale, shift, act="identity", residual=None):
     """act(1x1 conv(x, weight) * scale + shift + residual)."""
-    _checks.pwconv_bn_act(x, weight, scale, shift, act, residual)
-    return implementation("pwconv_bn_act", x.device.type)(x, weight, scale, shift, act, residual)
+    return _call("pwconv_bn_act", x, (weight, scale, shift, act, residual))
 
 
 def squeeze_excite(x, w1, b1, w2, b2, act="relu", gate="hardsigmoid"):
     """x * gate(w2 @ act(w1 @ mean_hw(x) + b1) + b2)."""
-    _checks.squeeze_excite(x, w1, b1, w2, b2, act, gate)
-    return implementation("squeeze_excite", x.device.type)(x, w1, b1, w2, b2, act, gate)
+    return _call("squeeze_excite", x, (w1, b1, w2, b2, act, gate))
 
 
 def channel_shuffle(x, groups):
     """The ShuffleNet channel shuffle: (N, g, C/g, H, W) -> (N, C/g, g, H, W)."""
-    _checks.channel_shuffle(x, groups)
-    return implementation("channel_shuffle", x.device.type)(x, groups)
+    return _call("channel_shuffle", x, (groups,))
 
 
 def mbconv(x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift,
            se_w1, se_b1, se_w2, se_b2, project_weight, project_scale, project_shift,
            stride=1, act="relu", se_act="relu", se_gate="hardsigmoid", residual=False):
     """The inverted-residual block: expand pw + BN + act, dw + BN + act, SE, project pw + BN, + x."""
-    args = (x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift, se_w1, se_b1, se_w2, se_b2,
-            project_weight, project_scale, project_shift, stride, act, se_act, se_gate, residual)
-    _checks.mbconv(*args)
-    return implementation("mbconv", x.device.type)(*args)
+    return _call("mbconv", x, (expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw_shift, se_w1, se_b1,
+                               se_w2, se_b2, project_weight, project_scale, project_shift, stride, act, se_act,
+                               se_gate, residual))
 
 
 def fused_mbconv(x, conv_weight, conv_scale, conv_shift, project_weight, project_scale, project_shift,
                  stride=1, act="silu", residual=False):
     """The Fused-MBConv block: KxK conv + BN + act, optional project pw + BN, + x."""
-    args = (x, conv_weight, conv_scale, conv_shift, project_weight, project_scale, project_shift, stride, act,
-            residual)
-    _checks.fused_mbconv(*args)
-    return implementation("fused_mbconv", x.device.type)(*args)
+    return _call("fused_mbconv", x, (conv_weight, conv_scale, conv_shift, project_weight, project_scale,
+                                     project_shift, stride, act, residual))

@@ -59,6 +59,8 @@ def _kxk(op, x, w, arg, depthwise):
     _same(op, x, w, arg)
     c = x.shape[1]
     cin = 1 if depthwise else c
+    if not depthwise and w.dim() == 4 and w.shape[1] != c:
+        raise ValueError(f"{op}: input x has {c} channels but {arg} {tuple(w.shape)} expects {w.shape[1]}")
     if w.dim() != 4 or w.shape[1] != cin or w.shape[2] != w.shape[3]:
         want = "(C, 1, K, K)" if depthwise else "(Cout, C, K, K)"
         raise ValueError(f"{op}: expected {arg} of shape {want} with C={c}, got {tuple(w.shape)}")

@@ -54,16 +54,6 @@ class StopFlag:
             signal.signal(s, h)
 
 
-def forward(net, x):
-    try:
-        return net(x)
-    except TypeError as e:
-        if torch.is_autocast_enabled(x.device.type) and "dtype" in str(e):
-            raise ValueError(f"--amp: this model's fused operators do not take autocast's mixed dtypes ({e}); "
-                             f"train it without --amp") from None
-        raise
-
-
 def seed_everything(seed):
     torch.manual_seed(seed)
     random.seed(seed)
@@ -211,7 +201,7 @@ def _loop(args, d, train_folder, val_folder, stop, log):
                 sync = contextlib.nullcontext() if closes_group or not d.enabled else net.no_sync()
                 with sync:
                     with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                        loss = criterion(forward(net, x), y)
+                        loss = criterion(net(x), y)
                     scaler.scale(loss / group_size).backward()
                 loss_sum += loss.detach().double() * y.numel()
                 n_seen += y.numel()
@@ -242,7 +232,7 @@ def _loop(args, d, train_folder, val_folder, stop, log):
             break
         tl_sum, tl_n = distributed.all_reduce_sum(d, [loss_sum.item(), n_seen])
         train_loss = tl_sum / max(tl_n, 1)
-        # validation in fp32: the fused eval path takes one dtype, not autocast's mixture
+        # validation in fp32 (no autocast), as `fastzoo eval` measures by default
         val = evaluate_loader(model, val_loader, d, criterion=criterion, memory_format=fmt)
         sched.step_epoch(val["top1"])
         st.update(epoch=epoch + 1, batch_in_epoch=0)

@@ -26,6 +26,16 @@ def test_bench_end_to_end(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_bf16_reports_the_drift_from_fp32(tmp_path):
+    out = tmp_path / "b.json"
+    rc = bench_main(["mobilenetv3_small", "--batch", "4", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
+                     "--dtype", "bf16", "--compare", "reference,fused", "--json", str(out)])
+    assert rc == 0
+    for r in json.loads(out.read_text())["results"]:
+        assert 0 < r["fp32_rel_diff"] < 0.2  # bf16 rounding: visible, but far from a wrong answer
+        assert 0 <= r["fp32_top1_agree"] <= 1
+
+
 def test_bench_rejects_bad_arguments(capsys):
     assert bench_main(["no_such_model"]) == 2
     assert "unknown model name 'no_such_model'" in capsys.readouterr().err

@@ -158,3 +158,21 @@ def test_training_through_fused_ops_with_frozen_bn():
     grads = [p.grad for p in fz.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads[:3])
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_autocast_bf16_runs_the_fused_ops(training):
+    """Under autocast the fused ops take bf16 activations with the module's fp32 weights, as conv does."""
+    torch.manual_seed(0)
+    blk = MBConv(16, 16, 3, 1, expand_chs=48, se_chs=8, act="hardswish").train(training)
+    x = torch.randn(2, 16, 9, 9)
+    want = blk(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = blk(x)
+    # eval: the whole block is one op, in bf16; train: the residual add promotes to x's float32, as in torchvision
+    assert got.dtype == (torch.float32 if training else torch.bfloat16)
+    assert ((got.float() - want).abs().max() / want.abs().max()).item() < 5e-2
+    if training:
+        got.float().square().mean().backward()
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.isfinite().all()
+                   for p in blk.parameters())

@@ -27,6 +27,17 @@ def test_same_logits_as_timm():
     assert_same_logits(fz, tm, torch.randn(1, 3, 97, 83))
 
 
+def test_triton_interpreter_gives_the_same_logits():
+    """The whole model on the Triton kernels (the interpreter on CPU; compiled kernels where a GPU is)."""
+    if fastzoo.backends.unavailable_reason("triton", "cpu"):
+        pytest.skip(fastzoo.backends.unavailable_reason("triton", "cpu"))
+    torch.manual_seed(0)
+    tv = randomize_bn(tvm.mobilenet_v3_small(num_classes=10))
+    fz = fastzoo.mobilenetv3_small(num_classes=10, weights=tv.state_dict())
+    errs = assert_same_logits(fz, tv, torch.randn(1, 3, 33, 29), backends=("triton",))
+    assert errs["triton"] < 1e-4
+
+
 def test_eval_runs_the_fused_blocks(monkeypatch):
     fz = fastzoo.mobilenetv3_small()
     calls = fused_calls(fz, torch.randn(1, 3, 64, 64), monkeypatch)
@@ -97,6 +108,8 @@ def test_bad_input_is_named():
         fz(torch.randn(1, 4, 32, 32))
     with pytest.raises((RuntimeError, ValueError), match="4"):
         fz(torch.randn(3, 32, 32))
+    with pytest.raises((RuntimeError, TypeError), match="(?i)float"):
+        fz(torch.randint(0, 255, (1, 3, 32, 32)))  # uint8 images must be converted (and normalized) first
     with pytest.raises(KeyError, match="missing keys .*features.0.0.weight"):
         fastzoo.mobilenetv3_small(weights={k: v for k, v in fz.state_dict().items() if k != "features.0.0.weight"})
     with pytest.raises(KeyError, match="unexpected keys .*extra"):

@@ -85,6 +85,10 @@ void check_se_args(const std::string& op, const at::Tensor& x, int64_t C, const 
 // t = act(t) in place (t dense, any memory format).
 void act_inplace(at::Tensor& t, Act act, bool fast);
 
+// The depthwise weight (C, 1, K, K) as (K*K, C) in dtype acc, the layout the channels_last kernels read
+// (a plain loop: ATen's transposing copy of such small matrices costs tens of microseconds).
+at::Tensor dw_weight_kc(const at::Tensor& weight, at::ScalarType acc);
+
 // Depthwise + BN + act (float32, channels_last addressing: pixel (ih, iw) of channel c at
 // x + ih * xs.h + iw * xs.w + c) for the output rows [oh0, oh1) of one image; wkc is the weight as
 // (K*K, C). sums, when not null, accumulates the per-channel sums of the stored output.

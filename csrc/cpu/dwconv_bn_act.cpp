@@ -62,6 +62,21 @@ void dw_generic_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
 
 }  // namespace
 
+at::Tensor dw_weight_kc(const at::Tensor& weight, at::ScalarType acc) {
+  const int64_t C = weight.size(0), KK = weight.size(2) * weight.size(3);
+  const at::Tensor w = weight.contiguous();
+  at::Tensor out = at::empty({KK, C}, weight.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, w.scalar_type(), "dw_weight_kc", [&] {
+    const scalar_t* src = w.const_data_ptr<scalar_t>();
+    AT_DISPATCH_FLOATING_TYPES(acc, "dw_weight_kc_acc", [&] {
+      scalar_t* dst = out.data_ptr<scalar_t>();
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t k = 0; k < KK; ++k) dst[k * C + c] = static_cast<scalar_t>(src[c * KK + k]);
+    });
+  });
+  return out;
+}
+
 void dw_generic(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale_acc,
                 const at::Tensor& shift_acc, int64_t stride, int64_t pad, Act act, at::Tensor& out) {
   const at::Tensor w = weight.contiguous();
@@ -233,7 +248,7 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
            Act act, at::Tensor& out, at::Tensor* sums) {
   using acc_t = acc_of<scalar_t>;
   // (C, 1, K, K) -> (K*K, C) in the accumulate type
-  const at::Tensor wp = weight.reshape({s.C, s.K * s.K}).t().to(sc.scalar_type()).contiguous();
+  const at::Tensor wp = dw_weight_kc(weight, sc.scalar_type());
   const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   const Strides4 ys{out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
   const int64_t rows = s.N * s.OH;

@@ -6,6 +6,8 @@
 // largest (3-6x its input), never goes to memory. With squeeze-excite the gate needs the means of the
 // whole depthwise output, so pass 1 stores that output (and per-strip channel sums, reduced in strip
 // order: deterministic for any thread count) and pass 2 gates and projects it strip by strip.
+// Small maps at batch 1, where strips would recompute too much halo, run as one piece per image with the
+// channels split across threads instead (image_split_channels).
 // GEMMs: BLAS sgemm (MKL inside torch), one call per strip, single-threaded inside at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -45,14 +47,15 @@ void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K
              at::from_blob(const_cast<float*>(w), {Cout, K}, {K, 1}, f).t());
 }
 
-// o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P dense pixel rows of C channels.
+// o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P pixel rows of C channels, rows ld (ldr) apart.
 template <Act A, bool RES>
-void epilogue_rows(float* o, int64_t P, int64_t C, const float* sc, const float* sh, const float* r) {
+void epilogue_rows(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, const float* sh, const float* r,
+                   int64_t ldr) {
   using V = Vectorized<float>;
   constexpr int64_t L = V::size();
   for (int64_t p = 0; p < P; ++p) {
-    float* op = o + p * C;
-    const float* rp = RES ? r + p * C : nullptr;
+    float* op = o + p * ld;
+    const float* rp = RES ? r + p * ldr : nullptr;
     int64_t c = 0;
     for (; c + L <= C; c += L) {
       V v = at::vec::fmadd(V::loadu(op + c), V::loadu(sc + c), V::loadu(sh + c));
@@ -68,10 +71,11 @@ void epilogue_rows(float* o, int64_t P, int64_t C, const float* sc, const float*
   }
 }
 
-void epilogue(float* o, int64_t P, int64_t C, const float* sc, const float* sh, const float* r, Act act) {
+void epilogue(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, const float* sh, const float* r,
+              int64_t ldr, Act act) {
   with_act(act, [&](auto a) {
-    if (r) epilogue_rows<decltype(a)::value, true>(o, P, C, sc, sh, r);
-    else epilogue_rows<decltype(a)::value, false>(o, P, C, sc, sh, r);
+    if (r) epilogue_rows<decltype(a)::value, true>(o, ld, P, C, sc, sh, r, ldr);
+    else epilogue_rows<decltype(a)::value, false>(o, ld, P, C, sc, sh, r, ldr);
   });
 }
 
@@ -87,7 +91,66 @@ void gate_rows(float* d, int64_t P, int64_t C, const float* g) {
   }
 }
 
+// d[c] = w[c] * g[c]
+void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  int64_t c = 0;
+  for (; c + L <= C; c += L) (V::loadu(w + c) * V::loadu(g + c)).store(d + c);
+  for (; c < C; ++c) d[c] = w[c] * g[c];
+}
+
 inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
+
+// One image, channels split across threads: expand + BN + act, dw + BN + act (+ the SE sums) for a block
+// of the expanded channels per thread; the SE gate; then the projection for a block of output channels per
+// thread, the gate folded into that block's weights.
+void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
+                          const at::Tensor& wkc, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
+                          const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t Cin,
+                          int64_t H, int64_t W, int64_t Cmid, int64_t Cout, int64_t K, int64_t stride, int64_t OH,
+                          int64_t OW, Act act, bool residual, float* on) {
+  constexpr int64_t CB = 16;  // channel blocks of two AVX2 vectors
+  const int64_t HW = H * W, OP = OH * OW, KK = K * K;
+  const bool has_expand = ew2d.defined();
+  std::vector<float> ebuf(has_expand ? HW * Cmid : 0), dbuf(OP * Cmid), sums(se ? Cmid : 0, 0.f);
+  const float* in = has_expand ? ebuf.data() : xn;
+  const float* wk = fp(wkc);
+  at::parallel_for(0, (Cmid + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
+    const int64_t c0 = b * CB, nc = std::min(Cmid, e * CB) - c0;
+    if (has_expand) {
+      gemm_rows(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, HW, Cin, nc, ebuf.data() + c0, Cmid);
+      epilogue(ebuf.data() + c0, Cmid, HW, nc, fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
+    }
+    std::vector<float> wslice(KK * nc);  // this block's columns of the (K*K, Cmid) weights
+    for (int64_t k = 0; k < KK; ++k) std::copy_n(wk + k * Cmid + c0, nc, wslice.data() + k * nc);
+    dw_rows_f32(in + c0, Strides4{0, 1, W * Cmid, Cmid}, wslice.data(), fp(dsc) + c0, fp(dsh) + c0,
+                dbuf.data() + c0, Strides4{0, 1, OW * Cmid, Cmid}, nc, H, W, OH, OW, K, stride, K / 2, act, 0, OH,
+                se ? sums.data() + c0 : nullptr);
+  });
+  at::Tensor g;
+  if (se) {
+    const at::Tensor means = at::from_blob(sums.data(), {1, Cmid}, at::kFloat).div(static_cast<double>(OP));
+    g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
+  }
+  const float* gp = se ? g.const_data_ptr<float>() : nullptr;
+  at::parallel_for(0, (Cout + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
+    const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
+    const float* w = pw2d.const_data_ptr<float>() + o0 * Cmid;
+    std::vector<float> wg;
+    if (gp) {  // the gate folded into this block's projection weights: w[o, c] * g[c]
+      wg.resize(no * Cmid);
+      for (int64_t o = 0; o < no; ++o) {
+        const float* wr = w + o * Cmid;
+        float* dr = wg.data() + o * Cmid;
+        gate_rows_to(wr, gp, dr, Cmid);
+      }
+      w = wg.data();
+    }
+    gemm_rows(dbuf.data(), Cmid, w, OP, Cmid, no, on + o0, Cout);
+    epilogue(on + o0, Cout, OP, no, fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
+  });
+}
 
 }  // namespace
 
@@ -105,23 +168,38 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const int64_t OH = out.size(2), OW = out.size(3);
   const int64_t threads = at::get_num_threads();
 
-  // Strip height: the expanded rows of a strip (with halo) and its dw output fit the per-thread budget;
-  // a whole image when it nearly fits (no halo); at least `threads` tasks; give up (the untiled path
-  // runs) when recomputing the halo would cost more than half the expand GEMM again.
+  // Strips of rows: the expanded rows of a strip (with halo) and its dw output fit the per-thread budget, a
+  // whole image when it nearly fits, at least `threads` tasks. Where that would recompute too much halo
+  // (small maps at batch 1), a small image runs in one piece with its channels split across threads, and
+  // anything else goes to the untiled path.
   const int64_t row_floats = (has_expand ? stride * W * Cmid : 0) + OW * Cmid;
   int64_t R = std::clamp<int64_t>(kStripFloats / std::max<int64_t>(1, row_floats), 1, OH);
   if (OH * row_floats <= 2 * kStripFloats) R = OH;
-  if (N * ((OH + R - 1) / R) < threads) R = std::max<int64_t>(1, (OH + (threads + N - 1) / N - 1) / ((threads + N - 1) / N));
+  if (N * ((OH + R - 1) / R) < threads) {
+    const int64_t per_image = (threads + N - 1) / N;
+    R = std::max<int64_t>(1, (OH + per_image - 1) / per_image);
+  }
   const int64_t strips = (OH + R - 1) / R;
-  if (has_expand && strips > 1 && (R * stride + K - stride) > 3 * R * stride / 2) return false;
-  if (N * strips < threads && N * OH * OW * Cmid > 4 * kStripFloats) return false;  // too few tasks for the work
+  const bool halo_too_big = has_expand && strips > 1 && (R * stride + K - stride) > 3 * R * stride / 2;
+  bool split_channels = false;
+  if (halo_too_big || N * strips < threads) {
+    if (N >= threads || OH * row_floats > 4 * kStripFloats) return false;
+    split_channels = true;
+  }
 
   // dw weights as (K*K, Cmid), the layout the channels_last depthwise kernel reads
-  const at::Tensor wkc = dw_weight.reshape({Cmid, K * K}).t().contiguous();
+  const at::Tensor wkc = dw_weight_kc(dw_weight, at::kFloat);
   const float* xp = x.const_data_ptr<float>();
   float* op = out.data_ptr<float>();
   const Strides4 xs{H * W * Cin, 1, W * Cin, Cin};
   const int64_t OP = OH * OW;
+
+  if (split_channels) {
+    for (int64_t n = 0; n < N; ++n)
+      image_split_channels(xp + n * xs.n, ew2d, esc, esh, wkc, dsc, dsh, se, pw2d, psc, psh, Cin, H, W, Cmid, Cout,
+                           K, stride, OH, OW, act, residual, op + n * OP * Cout);
+    return true;
+  }
 
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   at::Tensor h2, sums;  // with SE: the dw output (N, OH, OW, Cmid) and the per-strip channel sums
@@ -143,7 +221,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         const int64_t P = (ih1 - ih0) * W;
         ebuf.resize(P * Cmid);
         gemm_rows(xn + ih0 * W * Cin, Cin, ew2d.const_data_ptr<float>(), P, Cin, Cmid, ebuf.data(), Cmid);
-        epilogue(ebuf.data(), P, Cmid, fp(esc), fp(esh), nullptr, act);
+        epilogue(ebuf.data(), Cmid, P, Cmid, fp(esc), fp(esh), nullptr, 0, act);
         dw_in = ebuf.data() - ih0 * W * Cmid;  // so that image row ih is at dw_in + ih * W * Cmid
         ins = Strides4{0, 1, W * Cmid, Cmid};
       }
@@ -155,7 +233,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         const int64_t P = (oh1 - oh0) * OW;
         float* o = op + (n * OP + oh0 * OW) * Cout;
         gemm_rows(dbuf.data(), Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
-        epilogue(o, P, Cout, fp(psc), fp(psh), residual ? xn + oh0 * OW * Cin : nullptr, Act::Identity);
+        epilogue(o, Cout, P, Cout, fp(psc), fp(psh), residual ? xn + oh0 * OW * Cin : nullptr, Cin, Act::Identity);
       }
     }
   });
@@ -175,7 +253,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       gate_rows(d, P, Cmid, gp + n * Cmid);
       float* o = op + (n * OP + p0) * Cout;
       gemm_rows(d, Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
-      epilogue(o, P, Cout, fp(psc), fp(psh), residual ? xp + (n * OP + p0) * Cin : nullptr, Act::Identity);
+      epilogue(o, Cout, P, Cout, fp(psc), fp(psh), residual ? xp + (n * OP + p0) * Cin : nullptr, Cin,
+               Act::Identity);
     }
   });
   return true;

@@ -1,6 +1,7 @@
 """`fastzoo bench`: fused models against the reference, the torchvision/timm model, torch.compile and
 ONNX Runtime, timed interleaved, with medians, spreads and speedups (table, JSON, PNG)."""
 import argparse
+import copy
 import sys
 
 import torch
@@ -82,10 +83,17 @@ def _progress(total):
 def bench_model(name, batch, args, dtype, progress=None):
     device = args.device
     with torch.inference_mode(False):  # real parameters, not inference tensors
-        model = fastzoo.create_model(name).eval().to(device=device, dtype=dtype)
-    x = torch.randn(batch, 3, args.img_size, args.img_size, device=device, dtype=dtype)
+        model32 = fastzoo.create_model(name).eval().to(device=device)
+        model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype=dtype)
+    x32 = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
+    x = x32.to(dtype)
     if args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    logits32 = None
+    if dtype != torch.float32:  # each variant's drift from the float32 model on the same input
+        with torch.no_grad(), fastzoo.backend("reference"):
+            logits32 = model32(x32).float().cpu()
+    del model32
     wanted = [v.strip() for v in args.compare.split(",") if v.strip()]
     fns, setup, skipped = {}, {}, {}
     for v in wanted:
@@ -116,7 +124,11 @@ def bench_model(name, batch, args, dtype, progress=None):
         if base is not None:
             b = base.float().cpu()
             err = ((out - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-        rows.append({"model": name, "batch": batch, "variant": v, **st,
+        drift = {}
+        if logits32 is not None:
+            drift = {"fp32_rel_diff": ((out - logits32).abs().max() / logits32.abs().max()).item(),
+                     "fp32_top1_agree": (out.argmax(1) == logits32.argmax(1)).float().mean().item()}
+        rows.append({"model": name, "batch": batch, "variant": v, **st, **drift,
                      "images_per_s": batch / (st["median_ms"] / 1e3),
                      "speedup": (ref_median / st["median_ms"]) if ref_median else float("nan"),
                      "setup_s": setup[v], "max_rel_err": err, "samples_ms": [t * 1e3 for t in s]})

@@ -37,6 +37,11 @@ def print_table(rows, title):
     lines = [[r["model"], str(r["batch"]), r["variant"], f"{r['median_ms']:.3f}",
               f"{r['p25_ms']:.3f}-{r['p75_ms']:.3f}", f"{r['images_per_s']:.1f}", f"{r['speedup']:.2f}x",
               "" if r.get("max_rel_err") is None else f"{r['max_rel_err']:.1e}"] for r in rows]
+    if any("fp32_rel_diff" in r for r in rows):  # a bf16/fp16 run: the drift from the float32 model
+        headers += ["vs fp32: max rel diff", "top-1 agree"]
+        for line, r in zip(lines, rows):
+            line += [f"{r['fp32_rel_diff']:.1e}", f"{100 * r['fp32_top1_agree']:.0f}%"] if "fp32_rel_diff" in r \
+                else ["", ""]
     if Console is None:
         print(title)
         print(" | ".join(headers))

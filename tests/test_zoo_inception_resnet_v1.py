@@ -8,7 +8,8 @@ import torch
 
 import fastzoo
 from fastzoo.models import canonical_name, create_model
-from zoo_helpers import count_params, fused_calls, max_rel_err, randomize_bn
+from zoo_helpers import (check_train_grads_and_channels_last, check_weights_round_trip, count_params, fused_calls,
+                         max_rel_err, randomize_bn)
 
 
 def _unfused(model):
@@ -111,29 +112,14 @@ def test_fused_matches_reference_and_unfused(size, head, monkeypatch):
 
 def test_train_mode_gradients_and_channels_last():
     torch.manual_seed(0)
-    m = create_model("inception_resnet_v1", num_classes=10, embedding_dim=32).train()
-    x = torch.randn(2, 3, 75, 75)
-    m(x).square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    m = m.eval().to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        a, b = m(x), m(x.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    check_train_grads_and_channels_last(create_model("inception_resnet_v1", num_classes=10, embedding_dim=32),
+                                        torch.randn(2, 3, 75, 75))
 
 
 def test_weights_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    a = randomize_bn(create_model("inception_resnet_v1", num_classes=10)).eval()
-    sd = a.state_dict()
-    torch.save(sd, tmp_path / "w.pth")
-    x = torch.randn(1, 3, 75, 75)
-    with torch.no_grad():
-        for w in (sd, str(tmp_path / "w.pth")):
-            assert torch.equal(a(x), create_model("inception_resnet_v1", num_classes=10, weights=w).eval()(x))
-    missing = dict(sd)
-    del missing["repeat_2.7.conv2d.bias"]
-    with pytest.raises(KeyError, match=r"missing keys \(1\): repeat_2\.7\.conv2d\.bias"):
-        create_model("inception_resnet_v1", num_classes=10, weights=missing)
+    sd = check_weights_round_trip("inception_resnet_v1", torch.randn(1, 3, 75, 75), tmp_path,
+                                  "repeat_2.7.conv2d.bias", num_classes=10)
     with pytest.raises(KeyError, match=r"missing keys \(6\): last_linear\.weight, last_bn\.weight"):
         create_model("inception_resnet_v1", num_classes=10, embedding_dim=512, weights=sd)
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import fastzoo
 from fastzoo.models import canonical_name, create_model
-from zoo_helpers import count_params, fused_calls, max_rel_err, randomize_bn
+from zoo_helpers import (check_train_grads_and_channels_last, check_weights_round_trip, count_params, fused_calls,
+                         max_rel_err, randomize_bn)
 
 # figure 5 by hand: module -> (#1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool proj or None (pass
 # through), stride, output channels (the filter columns' sum), output map side at 224x224)
@@ -97,30 +98,16 @@ def test_odd_map_error():
 
 def test_train_mode_gradients_and_channels_last():
     torch.manual_seed(0)
-    m = create_model("inception_v2", num_classes=10, dropout=0.2).train()
-    x = torch.randn(2, 3, 64, 64)
-    m(x).square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    m = m.eval().to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        a, b = m(x), m(x.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    check_train_grads_and_channels_last(create_model("inception_v2", num_classes=10, dropout=0.2),
+                                        torch.randn(2, 3, 64, 64))
 
 
 def test_weights_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    a = randomize_bn(create_model("inception_v2", num_classes=10)).eval()
-    sd = a.state_dict()
-    torch.save(sd, tmp_path / "w.pth")
-    x = torch.randn(1, 3, 64, 64)
-    old = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}  # a pre-0.4.1 checkpoint
-    with torch.no_grad():
-        for w in (sd, str(tmp_path / "w.pth"), old):
-            assert torch.equal(a(x), create_model("bninception", num_classes=10, weights=w).eval()(x))
-    missing = dict(sd)
-    del missing["inception_4c_double_3x3_1_bn.running_mean"]
-    with pytest.raises(KeyError, match=r"missing keys \(1\): inception_4c_double_3x3_1_bn\.running_mean"):
-        create_model("inception_v2", num_classes=10, weights=missing)
+    old = lambda sd: {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}  # noqa: E731, pre-0.4.1
+    check_weights_round_trip("inception_v2", torch.randn(1, 3, 64, 64), tmp_path,
+                             "inception_4c_double_3x3_1_bn.running_mean", load_name="bninception", extra=(old,),
+                             num_classes=10)
 
 
 def test_options_and_registry():

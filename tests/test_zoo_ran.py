@@ -10,7 +10,8 @@ import fastzoo
 from fastzoo.models import canonical_name, create_model
 from fastzoo.models.residual_attention import AttentionModule
 from fastzoo.models.resnetv2 import PreActBottleneck
-from zoo_helpers import count_params, fused_calls, max_rel_err, randomize_bn
+from zoo_helpers import (check_train_grads_and_channels_last, check_weights_round_trip, count_params, fused_calls,
+                         max_rel_err, randomize_bn)
 
 # depth: (paper params, tolerance, exact count here, paper G mult-adds)
 PAPER = {56: (31.9e6, 0.005, 31810728, 6.2), 92: (51.3e6, 0.025, 52466344, 10.4)}
@@ -92,29 +93,13 @@ def test_fused_matches_reference_and_unfused(size, monkeypatch):
 
 def test_train_mode_gradients_and_channels_last():
     torch.manual_seed(0)
-    m = create_model("ran56", num_classes=10, dropout=0.1).train()
-    x = torch.randn(2, 3, 32, 32)
-    m(x).square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    m = m.eval().to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        a, b = m(x), m(x.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    check_train_grads_and_channels_last(create_model("ran56", num_classes=10, dropout=0.1), torch.randn(2, 3, 32, 32))
 
 
 def test_weights_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    a = randomize_bn(create_model("ran56", num_classes=10)).eval()
-    sd = a.state_dict()
-    torch.save(sd, tmp_path / "w.pth")
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        for w in (sd, str(tmp_path / "w.pth")):
-            assert torch.equal(a(x), create_model("ran56", num_classes=10, weights=w).eval()(x))
-    missing = dict(sd)
-    del missing["stage2.1.mask.norm2.weight"]
-    with pytest.raises(KeyError, match=r"missing keys \(1\): stage2\.1\.mask\.norm2\.weight"):
-        create_model("ran56", num_classes=10, weights=missing)
+    check_weights_round_trip("ran56", torch.randn(1, 3, 32, 32), tmp_path, "stage2.1.mask.norm2.weight",
+                             num_classes=10)
 
 
 def test_options_and_registry():

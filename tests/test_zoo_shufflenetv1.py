@@ -9,7 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fastzoo
 from fastzoo.models import canonical_name, create_model, list_models
-from zoo_helpers import count_params, fused_calls, max_rel_err, randomize_bn
+from zoo_helpers import (check_train_grads_and_channels_last, check_weights_round_trip, count_params, fused_calls,
+                         max_rel_err, randomize_bn)
 
 # (g, width): paper MFLOPs (mult-adds). Table 1 (1x, all g); section 4.2 / tables 2 and 5 (g=3 at 0.5x, 1.5x, 2x).
 PAPER_MFLOPS = {(1, "x1_0"): 143, (2, "x1_0"): 140, (3, "x1_0"): 137, (4, "x1_0"): 133, (8, "x1_0"): 137,
@@ -109,31 +110,14 @@ def test_fused_matches_reference_and_unfused(name, size, monkeypatch):
 
 def test_train_mode_gradients_and_channels_last():
     torch.manual_seed(0)
-    m = create_model("shufflenetv1_g3_x0_5", num_classes=10, dropout=0.2).train()
-    x = torch.randn(2, 3, 64, 64)
-    m(x).square().mean().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
-    m = m.eval().to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        a = m(x)
-        b = m(x.contiguous(memory_format=torch.channels_last))
-    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    check_train_grads_and_channels_last(create_model("shufflenetv1_g3_x0_5", num_classes=10, dropout=0.2),
+                                        torch.randn(2, 3, 64, 64))
 
 
 def test_weights_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
-    a = randomize_bn(create_model("shufflenetv1_g2_x0_5", num_classes=10)).eval()
-    sd = a.state_dict()
-    torch.save(sd, tmp_path / "w.pth")
-    x = torch.randn(1, 3, 48, 48)
-    with torch.no_grad():
-        for w in (sd, str(tmp_path / "w.pth")):
-            b = create_model("shufflenetv1_g2_x0_5", num_classes=10, weights=w).eval()
-            assert torch.equal(a(x), b(x))
-    missing = dict(sd)
-    del missing["stage3.2.conv2.1.running_var"]
-    with pytest.raises(KeyError, match=r"missing keys \(1\): stage3\.2\.conv2\.1\.running_var"):
-        create_model("shufflenetv1_g2_x0_5", num_classes=10, weights=missing)
+    check_weights_round_trip("shufflenetv1_g2_x0_5", torch.randn(1, 3, 48, 48), tmp_path,
+                             "stage3.2.conv2.1.running_var", num_classes=10)
 
 
 def test_options():

@@ -1,7 +1,9 @@
 """Shared by the zoo tests: oracle models with random weights and randomized BN statistics, and the
 logits comparison on the reference and the fused (auto) backend."""
 import collections
+import re
 
+import pytest
 import torch
 from torch import nn
 
@@ -62,3 +64,30 @@ def fused_calls(model, x, monkeypatch):
     with torch.no_grad():
         model.eval()(x)
     return calls
+
+
+def check_train_grads_and_channels_last(model, x):
+    """Train mode: every parameter gets a finite gradient; eval mode: channels_last input, same logits."""
+    model.train()(x).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    model = model.eval().to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = model(x), model(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def check_weights_round_trip(name, x, tmp_path, missing_key, load_name=None, extra=(), **kwargs):
+    """A state_dict, the file it is saved to, and extra(state_dict) checkpoints load into a new model (by
+    `load_name`, default `name`) with identical logits; one lacking `missing_key` is a KeyError naming it.
+    Returns the state_dict."""
+    a = randomize_bn(fastzoo.create_model(name, **kwargs)).eval()
+    sd = a.state_dict()
+    torch.save(sd, tmp_path / "w.pth")
+    with torch.no_grad():
+        for w in (sd, str(tmp_path / "w.pth"), *(f(sd) for f in extra)):
+            assert torch.equal(a(x), fastzoo.create_model(load_name or name, weights=w, **kwargs).eval()(x))
+    missing = dict(sd)
+    del missing[missing_key]
+    with pytest.raises(KeyError, match=r"missing keys \(1\): " + re.escape(missing_key)):
+        fastzoo.create_model(name, weights=missing, **kwargs)
+    return sd

@@ -86,13 +86,16 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
                              residual ? std::optional<at::Tensor>(x) : std::nullopt);
   }
 
+  // The per-channel vectors in the accumulate dtype, once for whichever path runs.
+  const at::Tensor esc = has_expand ? to_acc(*expand_scale, x) : at::Tensor();
+  const at::Tensor esh = has_expand ? to_acc(*expand_shift, x) : at::Tensor();
+  const at::Tensor dsc = to_acc(dw_scale, x), dsh = to_acc(dw_shift, x);
+  const at::Tensor psc = to_acc(project_scale, x), psh = to_acc(project_shift, x);
   {
     SeArgs se;
     if (has_se) se = SeArgs{*se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act};
-    if (mbconv_tiled(x, ew2d, has_expand ? to_acc(*expand_scale, x) : at::Tensor(),
-                     has_expand ? to_acc(*expand_shift, x) : at::Tensor(), dw_weight, to_acc(dw_scale, x),
-                     to_acc(dw_shift, x), has_se ? &se : nullptr, pw2d, to_acc(project_scale, x),
-                     to_acc(project_shift, x), stride, act, residual, out))
+    if (mbconv_tiled(x, ew2d, esc, esh, dw_weight, dsc, dsh, has_se ? &se : nullptr, pw2d, psc, psh, stride, act,
+                     residual, out))
       return out;
   }
   // 1. expand GEMM + BN + act into a channels_last buffer
@@ -100,13 +103,12 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   if (has_expand) {
     h1 = at::empty({N, Cmid, H, W}, x.options(), at::MemoryFormat::ChannelsLast);
     pw_gemm(x, ew2d, h1);
-    pw_epilogue_inplace(h1, to_acc(*expand_scale, x), to_acc(*expand_shift, x), nullptr, act, true);
+    pw_epilogue_inplace(h1, esc, esh, nullptr, act, true);
   }
   // 2. depthwise + BN + act (+ the SE sums)
   const bool h1_cl = h1.stride(1) == 1 || Cmid == 1;
   at::Tensor h2 = at::empty({N, Cmid, OH, OW}, x.options(),
                             h1_cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-  const at::Tensor dsc = to_acc(dw_scale, x), dsh = to_acc(dw_shift, x);
   at::Tensor means;
   if (has_se) {
     at::Tensor sums = at::empty({N, Cmid}, x.options().dtype(acc_dtype(x)));
@@ -143,8 +145,7 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   } else {
     pw_gemm(h2, pw2d, out);
   }
-  pw_epilogue_inplace(out, to_acc(project_scale, x), to_acc(project_shift, x), residual ? &x : nullptr,
-                      Act::Identity, true);
+  pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
   return out;
 }
 

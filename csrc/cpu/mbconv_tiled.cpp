@@ -79,19 +79,7 @@ void epilogue(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, const
   });
 }
 
-// d[p, c] *= g[c]
-void gate_rows(float* d, int64_t P, int64_t C, const float* g) {
-  using V = Vectorized<float>;
-  constexpr int64_t L = V::size();
-  for (int64_t p = 0; p < P; ++p) {
-    float* dp = d + p * C;
-    int64_t c = 0;
-    for (; c + L <= C; c += L) (V::loadu(dp + c) * V::loadu(g + c)).store(dp + c);
-    for (; c < C; ++c) dp[c] *= g[c];
-  }
-}
-
-// d[c] = w[c] * g[c]
+// d[c] = w[c] * g[c] (d may be w)
 void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
   using V = Vectorized<float>;
   constexpr int64_t L = V::size();
@@ -140,11 +128,7 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
     std::vector<float> wg;
     if (gp) {  // the gate folded into this block's projection weights: w[o, c] * g[c]
       wg.resize(no * Cmid);
-      for (int64_t o = 0; o < no; ++o) {
-        const float* wr = w + o * Cmid;
-        float* dr = wg.data() + o * Cmid;
-        gate_rows_to(wr, gp, dr, Cmid);
-      }
+      for (int64_t o = 0; o < no; ++o) gate_rows_to(w + o * Cmid, gp, wg.data() + o * Cmid, Cmid);
       w = wg.data();
     }
     gemm_rows(dbuf.data(), Cmid, w, OP, Cmid, no, on + o0, Cout);
@@ -250,7 +234,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;
       float* d = hp + (n * OP + p0) * Cmid;
-      gate_rows(d, P, Cmid, gp + n * Cmid);
+      for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
       float* o = op + (n * OP + p0) * Cout;
       gemm_rows(d, Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
       epilogue(o, Cout, P, Cout, fp(psc), fp(psh), residual ? xp + (n * OP + p0) * Cin : nullptr, Cin,

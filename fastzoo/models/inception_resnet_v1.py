@@ -26,7 +26,6 @@ block's up-projection, scale, add and ReLU as one pwconv_bn_act."""
 import torch
 from torch import nn
 
-from ..layers.bn_fold import FoldCache
 from ._common import init_weights, to_channels_last_for_inference
 from ._registry import register_model
 from ._weights import load_weights
@@ -42,8 +41,7 @@ class Block35(_Residual):
     """Inception-ResNet-A (figure 10): 1x1 32 | 1x1 32, 3x3 32 | 1x1 32, 3x3 32, 3x3 32; 1x1 256."""
 
     def __init__(self, scale=1.0):
-        super().__init__()
-        self.scale, self._fold = scale, FoldCache()
+        super().__init__(scale)
         self.branch0 = C(256, 32, 1)
         self.branch1 = nn.Sequential(C(256, 32, 1), C(32, 32, 3, padding=1))
         self.branch2 = nn.Sequential(C(256, 32, 1), C(32, 32, 3, padding=1), C(32, 32, 3, padding=1))
@@ -57,8 +55,7 @@ class Block17(_Residual):
     """Inception-ResNet-B (figure 11): 1x1 128 | 1x1 128, 1x7 128, 7x1 128; 1x1 896."""
 
     def __init__(self, scale=1.0):
-        super().__init__()
-        self.scale, self._fold = scale, FoldCache()
+        super().__init__(scale)
         self.branch0 = C(896, 128, 1)
         self.branch1 = nn.Sequential(C(896, 128, 1), C(128, 128, (1, 7), padding=(0, 3)),
                                      C(128, 128, (7, 1), padding=(3, 0)))
@@ -72,8 +69,7 @@ class Block8(_Residual):
     """Inception-ResNet-C (figure 13): 1x1 192 | 1x1 192, 1x3 192, 3x1 192; 1x1 1792."""
 
     def __init__(self, scale=1.0, no_relu=False):
-        super().__init__()
-        self.scale, self._fold, self._relu = scale, FoldCache(), not no_relu
+        super().__init__(scale, relu=not no_relu)
         self.branch0 = C(1792, 192, 1)
         self.branch1 = nn.Sequential(C(1792, 192, 1), C(192, 192, (1, 3), padding=(0, 1)),
                                      C(192, 192, (3, 1), padding=(1, 0)))

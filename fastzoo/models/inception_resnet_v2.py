@@ -49,12 +49,16 @@ class Mixed_5b(nn.Module):
 class _Residual(nn.Module):
     """act(conv2d(cat(branches(x))) * scale + x), the up-projection, scale, add and ReLU as one pwconv_bn_act."""
 
+    def __init__(self, scale=1.0, relu=True):
+        super().__init__()
+        self.scale, self._relu, self._fold = scale, relu, FoldCache()
+
     def _branches(self, x):
         raise NotImplementedError
 
     def forward(self, x):
         out = self._branches(x)
-        relu = getattr(self, "_relu", True)
+        relu = self._relu
         if self.training:
             out = self.conv2d(out) * self.scale + x
             return F.relu(out) if relu else out
@@ -73,8 +77,7 @@ class _Residual(nn.Module):
 
 class Block35(_Residual):
     def __init__(self, scale=1.0):
-        super().__init__()
-        self.scale, self._fold = scale, FoldCache()
+        super().__init__(scale)
         self.branch0 = C(320, 32, 1)
         self.branch1 = nn.Sequential(C(320, 32, 1), C(32, 32, 3, padding=1))
         self.branch2 = nn.Sequential(C(320, 32, 1), C(32, 48, 3, padding=1), C(48, 64, 3, padding=1))
@@ -97,8 +100,7 @@ class Mixed_6a(nn.Module):
 
 class Block17(_Residual):
     def __init__(self, scale=1.0):
-        super().__init__()
-        self.scale, self._fold = scale, FoldCache()
+        super().__init__(scale)
         self.branch0 = C(1088, 192, 1)
         self.branch1 = nn.Sequential(C(1088, 128, 1), C(128, 160, (1, 7), padding=(0, 3)),
                                      C(160, 192, (7, 1), padding=(3, 0)))
@@ -122,8 +124,7 @@ class Mixed_7a(nn.Module):
 
 class Block8(_Residual):
     def __init__(self, scale=1.0, no_relu=False):
-        super().__init__()
-        self.scale, self._fold, self._relu = scale, FoldCache(), not no_relu
+        super().__init__(scale, relu=not no_relu)
         self.branch0 = C(2080, 192, 1)
         self.branch1 = nn.Sequential(C(2080, 192, 1), C(192, 224, (1, 3), padding=(0, 1)),
                                      C(224, 256, (3, 1), padding=(1, 0)))

@@ -102,6 +102,29 @@ def _check_fold_cache(layer):
     torch.testing.assert_close(layer.folded()[2], fold_bn(layer.bn)[1])
 
 
+def test_mbconv_fused_output_follows_every_change_of_its_tensors():
+    """The block's cached op arguments are rebuilt after an in-place edit, a reassigned parameter (SE
+    included) and a replaced buffer: the fused output stays equal to the children run in order."""
+    fz = randomize_bn(MBConv(16, 24, 5, 1, 48, 12, "hardswish")).eval()
+    x = torch.randn(2, 16, 9, 9)
+
+    def check():
+        with torch.no_grad():
+            y = fz(x)
+            torch.testing.assert_close(y, fz.block(x), rtol=1e-4, atol=1e-5)
+        return y
+
+    with torch.no_grad():
+        before = check()
+        fz.block[0].bn.weight.mul_(1.5)
+        check()
+        fz.se.fc1.weight = nn.Parameter(torch.randn_like(fz.se.fc1.weight))
+        check()
+        fz.block[-1].bn.running_mean = torch.randn(24)
+        after = check()
+    assert not torch.allclose(before, after)
+
+
 def test_training_through_the_layers_matches_torchvision(each_backend):
     """Train mode: batch statistics; loss and gradients equal torchvision's on the same weights."""
     c = tv_mbv3.InvertedResidualConfig(16, 5, 72, 16, True, "HS", 1, 1, 1.0)

@@ -17,6 +17,13 @@ from .conv_bn_act import ConvBnAct, _act_module
 from .squeeze_excite import SqueezeExcite
 
 LAYOUTS = ("block", "conv", "layers")
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+def tensor_slots(module: nn.Module, names):
+    """(dict, name) pairs that find module.<name> in its _parameters or _buffers dict: a dict lookup per
+    call instead of nn.Module.__getattr__, and still the current tensor after a reassignment."""
+    return [(module._parameters if n in module._parameters else module._buffers, n) for n in names]
 
 
 def drop_path(x, p: float, training: bool):
@@ -57,12 +64,20 @@ class _Block(nn.Module):
     def folded(self, i):
         return fold_conv_bn(self._folds[i], *self._stages[i])[:3]
 
-    def sources(self):
-        """Every tensor the fused op's arguments are computed from."""
-        out = []
+    def _source_slots(self):
+        """(dict, name) of every tensor the fused op's arguments are computed from."""
+        slots = []
         for conv, bn in self._stages:
-            out += [conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-        return out
+            slots += tensor_slots(conv, ("weight", "bias")) + tensor_slots(bn, _BN_TENSORS)
+        return slots
+
+    def sources(self):
+        """Every tensor the fused op's arguments are computed from. Read through the modules' own
+        _parameters / _buffers dicts: nn.Module.__getattr__ made this ~17 us per block and call."""
+        slots = self.__dict__.get("_slots")
+        if slots is None:
+            slots = self.__dict__["_slots"] = self._source_slots()
+        return [d[n] for d, n in slots]
 
     def op_args(self):
         """The fused op's arguments after x, cached: one key check per call instead of one per stage."""
@@ -110,9 +125,10 @@ class MBConv(_Block):
         stages.append(pair)
         self._setup(layout, modules, stages, stride, act, in_chs, out_chs, drop_path_rate)
 
-    def sources(self):
+    def _source_slots(self):
         se = self.se
-        return super().sources() + ([se.fc1.weight, se.fc1.bias, se.fc2.weight, se.fc2.bias] if se is not None else [])
+        se_slots = tensor_slots(se.fc1, ("weight", "bias")) + tensor_slots(se.fc2, ("weight", "bias")) if se else []
+        return super()._source_slots() + se_slots
 
     def compute_op_args(self):
         expand = self.folded(0) if self.has_expand else (None, None, None)

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include <functional>
 #include <optional>
 
 #include "fastzoo/activation.h"
@@ -95,6 +96,15 @@ at::Tensor dw_weight_kc(const at::Tensor& weight, at::ScalarType acc);
 void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc, const float* sh, float* y,
                  Strides4 ys, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t K, int64_t stride,
                  int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums);
+
+// c (P x Cout, rows ldc apart) = a (P x K, rows lda apart) @ w^T, w (Cout x K) row-major, float32 (gemm.cpp):
+// one single-threaded BLAS call (for use inside at::parallel_for) ...
+void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
+               int64_t ldc);
+// ... or split across the threads (by rows, or by output channels for few rows), each part then handed to
+// epilogue(p0, p1, o0, o1) on its thread while it is in cache, when given.
+void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
+                     int64_t ldc, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& epilogue = {});
 
 struct SeArgs {
   at::Tensor w1, b1, w2, b2;

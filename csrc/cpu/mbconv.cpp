@@ -5,7 +5,7 @@
 //   2. depthwise + BN + act (channels_last, vectorized over C) that also accumulates the per-channel sums
 //      of its output (the SE means, no extra read);
 //   3. the SE FCs (tiny GEMMs);
-//   4. projection: the SE gate folded into per-sample projection weights (one bmm) when that is cheaper
+//   4. projection: the SE gate folded into per-sample projection weights (one bmm, one GEMM at batch 1) when that is cheaper
 //      than gating the activation (H*W >= Cout), else the gate applied in place and one GEMM; then one
 //      epilogue pass (BN + residual).
 // fused_mbconv fast path: at::convolution with the BN scale folded into the weights and the shift as bias,
@@ -129,6 +129,11 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
     const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
     if (P >= Cout && (h2_cl || h2.is_contiguous())) {
       const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
+      if (N == 1) {  // one GEMM, threaded by pw_gemm (a batch-1 bmm runs on one thread)
+        pw_gemm(h2, wps[0], out);
+        pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
+        return out;
+      }
       const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
                                    : h2.as_strided({N, P, Cmid}, {Cmid * P, 1, P});
       if (out.is_contiguous()) {

@@ -8,7 +8,7 @@
 // order: deterministic for any thread count) and pass 2 gates and projects it strip by strip.
 // Small maps at batch 1, where strips would recompute too much halo, run as one piece per image with the
 // channels split across threads instead (image_split_channels).
-// GEMMs: BLAS sgemm (MKL inside torch), one call per strip, single-threaded inside at::parallel_for.
+// GEMMs: gemm_rows (BLAS sgemm), one call per strip, single-threaded inside at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -17,35 +17,11 @@
 #include "cpu_kernels.h"
 #include "fastzoo/cpu_vec.h"
 
-// torch's CPU build exports its BLAS (ATen's own cpublas calls it); weak, so a build without it
-// falls back to at::mm on the same buffers.
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-                       const float* beta, float* c, const int* ldc) __attribute__((weak));
-
 namespace fastzoo {
 namespace cpu {
 namespace {
 
 constexpr int64_t kStripFloats = 64 * 1024;  // per-thread working set of a strip: ~256 KiB, inside L2
-
-// c (P x Cout, row stride ldc) = a (P x K, row stride lda) @ w^T, w (Cout x K) row-major.
-void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
-               int64_t ldc) {
-  if (sgemm_ != nullptr) {
-    // column-major view: c^T (Cout x P) = w (Cout x K, stored as K x Cout) ^T @ a^T (K x P)
-    const char ta = 'T', tb = 'N';
-    const int m = static_cast<int>(Cout), n = static_cast<int>(P), k = static_cast<int>(K);
-    const int la = static_cast<int>(K), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-    const float one = 1.f, zero = 0.f;
-    sgemm_(&ta, &tb, &m, &n, &k, &one, w, &la, a, &lb, &zero, c, &lc);
-    return;
-  }
-  const auto f = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor ct = at::from_blob(c, {P, Cout}, {ldc, 1}, f);
-  at::mm_out(ct, at::from_blob(const_cast<float*>(a), {P, K}, {lda, 1}, f),
-             at::from_blob(const_cast<float*>(w), {Cout, K}, {K, 1}, f).t());
-}
 
 // o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P pixel rows of C channels, rows ld (ldr) apart.
 template <Act A, bool RES>

@@ -1,7 +1,7 @@
 // pwconv_bn_act on CPU: act(conv1x1(x, weight) * scale + shift + residual).
 //
-// The GEMM always goes through ATen (at::mm_out, oneDNN/MKL) straight into the output buffer:
-//   channels_last x whose (N, H, W) collapse: one (N*H*W, Cin) x (Cin, Cout) GEMM;
+// The GEMM goes through BLAS / ATen (at::mm_out, oneDNN/MKL) straight into the output buffer:
+//   channels_last x whose (N, H, W) collapse: one (N*H*W, Cin) x (Cin, Cout) GEMM (float32: gemm_rows_split);
 //   otherwise, when (H, W) collapse: one GEMM per sample ((H*W, Cin) or (Cin, H*W) views, no copy);
 //   other strides: at::matmul on the permuted view (ATen may copy).
 // Then ONE epilogue pass in place: fast = vectorized over C (channels_last) or over H*W (NCHW), the
@@ -71,6 +71,11 @@ void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out) {
   const bool out_nchw = out.is_contiguous();
   const bool hw_ok = H == 1 || sh == W * sw;  // (H, W) collapse to one dimension of stride sw
   if (out_cl && sc == 1 && hw_ok && (N == 1 || sn == HW * sw)) {
+    if (x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat) {
+      gemm_rows_split(x.const_data_ptr<float>(), sw, w2d.const_data_ptr<float>(), N * HW, Cin, Cout,
+                      out.data_ptr<float>(), Cout);
+      return;
+    }
     at::Tensor o2 = view2d(out, N * HW, Cout, Cout, 1, 0);
     at::mm_out(o2, view2d(x, N * HW, Cin, sw, sc, 0), wT);
     return;

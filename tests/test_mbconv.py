@@ -85,6 +85,16 @@ def test_fused_mbconv_kernel_stride(impl, k, stride, act):
     run_fused(impl, k=k, stride=stride, cout=24, residual=False, h=11, w=10, act=act)
 
 
+# Few input channels (the stems): the CPU runs a direct conv for K*K*Cin <= 80 into channels_last output,
+# with output channels in register blocks of up to 64 (72 takes a second block and a partial vector).
+@pytest.mark.parametrize("n,cin,cout,h,w,k,stride,project", [
+    (1, 3, 16, 15, 13, 3, 2, False), (2, 3, 32, 12, 11, 3, 2, False), (1, 3, 72, 9, 9, 3, 1, False),
+    (1, 3, 40, 10, 9, 5, 2, True), (2, 8, 20, 7, 8, 3, 1, False)])
+def test_fused_mbconv_few_input_channels(impl, n, cin, cout, h, w, k, stride, project):
+    run_fused(impl, n=n, cin=cin, cexp=cout, cout=cout if not project else 24, h=h, w=w, k=k, stride=stride,
+              project=project, act="hardswish", residual=False)
+
+
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 2), cin=st.integers(1, 24), cexp=st.integers(1, 48), cout=st.integers(1, 24),
        h=st.integers(1, 10), w=st.integers(1, 10), k=st.sampled_from([3, 5]), stride=st.sampled_from([1, 2]),

@@ -106,6 +106,12 @@ void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K
 void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
                      int64_t ldc, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& epilogue = {});
 
+// act(conv(x, weight) * scale + shift) into out, a KxK conv (groups 1, padding K//2) for few input channels
+// (K*K*Cin <= 80: the stems), float32, out dense channels_last; scale/shift float. False (nothing written)
+// where it does not apply (conv_few_channels.cpp).
+bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                       const at::Tensor& shift, int64_t stride, Act act, at::Tensor& out);
+
 struct SeArgs {
   at::Tensor w1, b1, w2, b2;
   Act act, gate;

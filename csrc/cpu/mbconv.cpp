@@ -8,8 +8,9 @@
 //   4. projection: the SE gate folded into per-sample projection weights (one bmm, one GEMM at batch 1) when that is cheaper
 //      than gating the activation (H*W >= Cout), else the gate applied in place and one GEMM; then one
 //      epilogue pass (BN + residual).
-// fused_mbconv fast path: at::convolution with the BN scale folded into the weights and the shift as bias,
-// the activation in place (vectorized), then the projection GEMM + epilogue (+ residual).
+// fused_mbconv fast path: a direct conv for few input channels (conv_few_channels.cpp: the stems), else
+// at::convolution with the BN scale folded into the weights and the shift as bias, the activation in place
+// (vectorized); then the projection GEMM + epilogue (+ residual).
 // Generic path (cpu_fastpath() false): the ops' generic paths composed.
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -199,7 +200,11 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   at::Tensor h;
   // Fold the BN scale into the weights when they are smaller than the conv's output (stems: one tiny
   // pass); otherwise one epilogue pass over the output beats rescaling big weights on every call.
-  if (fast && conv_weight.numel() <= N * Cmid * OH * OW) {
+  if (fast && x.scalar_type() == at::kFloat &&
+      conv_few_channels(x, conv_weight, csc, csh, stride, act,
+                        h = at::empty({N, Cmid, OH, OW}, x.options(), fmt))) {
+    // direct conv (stems)
+  } else if (fast && conv_weight.numel() <= N * Cmid * OH * OW) {
     const at::Tensor wf = (conv_weight.to(csc.scalar_type()) * csc.view({Cmid, 1, 1, 1})).to(x.scalar_type())
                               .contiguous(conv_weight.suggest_memory_format());
     h = at::convolution(x, wf, conv_shift.to(x.scalar_type()), {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);

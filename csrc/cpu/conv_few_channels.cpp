@@ -23,7 +23,7 @@ constexpr int64_t kMaxVecs = 8;  // accumulators per pixel: 64 output channels
 // Accumulates PX output pixels: acc[p][v] += a_p[j] * wt[j, c0 + v * L ...] for j < KKC, where pixel p's
 // patch value j is at a_p[j] (contiguous runs in x for interior pixels, the gathered patch at borders).
 template <int NV, int PX>
-inline void accumulate(const float* const* a, int64_t runs, int64_t run_len, int64_t run_stride, const float* wt,
+C10_ALWAYS_INLINE void accumulate(const float* const* a, int64_t runs, int64_t run_len, int64_t run_stride, const float* wt,
                        int64_t Cpad, V (&acc)[PX][NV]) {
   for (int64_t r = 0; r < runs; ++r) {
     for (int64_t i = 0; i < run_len; ++i) {
@@ -43,7 +43,7 @@ template <int NV, Act A>
 void row(const float* x, Strides4 xs, const float* wt, int64_t Cpad, const float* sh, float* y, int64_t C,
          int64_t c0, int64_t Cin, int64_t H, int64_t W, int64_t OW, int64_t K, int64_t stride, int64_t pad,
          int64_t oh, float* patch) {
-  constexpr int PX = NV <= 4 ? 2 : 1;  // two pixels share each weight load while the accumulators fit
+  constexpr int PX = NV <= 2 ? 4 : NV <= 4 ? 2 : 1;  // pixels sharing each weight load: accumulators fit
   const int64_t KKC = K * K * Cin, nc = std::min<int64_t>(NV * L, C - c0);
   const int64_t ih0 = oh * stride - pad;
   // x's (kw, ci) runs are contiguous (channels_last): interior pixels read them in place

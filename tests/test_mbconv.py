@@ -112,7 +112,8 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
 
 
 # The CPU's cache-tiled path (float32, channels_last): maps big enough for several strips of rows, with the
-# depthwise halo recomputed at every strip boundary, a whole image per strip, and 1 or 2 threads (the strip
+# depthwise halo recomputed at every strip boundary, a whole image per strip, small maps at batch 1 with the
+# channels split across threads, and 1 or 2 threads (the strip
 # planner depends on both). The cpu backend only: the path is the C++ fast path's, and these sizes take
 # minutes in the Triton interpreter.
 @pytest.mark.parametrize("threads", [1, 2])
@@ -122,6 +123,8 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     (2, 24, 144, 24, 64, 60, 7, 1, False),
     (3, 40, 240, 40, 28, 28, 5, 1, True),
     (1, 32, 192, 64, 75, 91, 3, 2, True),
+    (1, 80, 480, 80, 14, 14, 5, 1, True),  # batch 1, small maps: channels split across threads
+    (1, 24, 144, 40, 7, 9, 5, 2, False),
 ])
 def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:

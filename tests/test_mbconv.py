@@ -113,8 +113,8 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
 
 # The CPU's cache-tiled path (float32, channels_last): maps big enough for several strips of rows, with the
 # depthwise halo recomputed at every strip boundary, a whole image per strip, small maps at batch 1 with the
-# channels split across threads, and 1 or 2 threads (the strip planner depends on both). The cpu backend only: the path is the C++ fast path's, and these sizes take
-# minutes in the Triton interpreter.
+# channels split across threads, and 1 or 2 threads (the strip planner depends on both). The cpu backend
+# only: the path is the C++ fast path's, and these sizes take minutes in the Triton interpreter.
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", [
     (1, 16, 72, 24, 56, 56, 3, 2, False),

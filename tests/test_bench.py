@@ -24,6 +24,21 @@ def test_bench_end_to_end(tmp_path):
         assert r["max_rel_err"] < 1e-4, "fused and reference must agree before their speeds mean anything"
     assert data["machine"]["threads"] >= 1 and data["machine"]["torch"] == torch.__version__
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in data["results"]:
+        assert r["speedup_over"] == "reference"
+        base = next(b for b in data["results"] if b["batch"] == r["batch"] and b["variant"] == "reference")
+        assert r["speedup"] == pytest.approx(base["median_ms"] / r["median_ms"])
+
+
+def test_bench_without_the_reference_compares_with_the_first_variant(tmp_path):
+    out = tmp_path / "b.json"
+    assert bench_main(["mobilenetv3_small", "--batch", "1", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
+                       "--compare", "fused,reference", "--json", str(out)]) == 0
+    assert {r["speedup_over"] for r in json.loads(out.read_text())["results"]} == {"reference"}
+    assert bench_main(["mobilenetv3_small", "--batch", "1", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
+                       "--compare", "fused", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["speedup_over"] == "fused" and r["speedup"] == 1.0  # was nan without the reference
 
 
 def test_bench_bf16_reports_the_drift_from_fp32(tmp_path):

@@ -33,7 +33,9 @@ def print_table(rows, title):
         from rich.table import Table
     except ImportError:
         Console = None
-    headers = ["model", "batch", "variant", "median ms", "p25-p75 ms", "images/s", "speedup", "max rel err"]
+    over = {r.get("speedup_over") for r in rows}
+    speedup = f"speedup vs {over.pop()}" if len(over) == 1 else "speedup"
+    headers = ["model", "batch", "variant", "median ms", "p25-p75 ms", "images/s", speedup, "max rel err"]
     lines = [[r["model"], str(r["batch"]), r["variant"], f"{r['median_ms']:.3f}",
               f"{r['p25_ms']:.3f}-{r['p75_ms']:.3f}", f"{r['images_per_s']:.1f}", f"{r['speedup']:.2f}x",
               "" if r.get("max_rel_err") is None else f"{r['max_rel_err']:.1e}"] for r in rows]
@@ -82,7 +84,8 @@ def plot(path, rows, title):
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.set_xticks([j + width * (len(variants) - 1) / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{m}\nbatch {b}" for m, b in groups], fontsize=8)
-    ax.set_ylabel("speedup over reference (x)")
+    over = {r.get("speedup_over") for r in rows}
+    ax.set_ylabel(f"speedup over {over.pop() if len(over) == 1 else 'the first variant'} (x)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -124,6 +124,7 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     (1, 32, 192, 64, 75, 91, 3, 2, True),
     (1, 80, 480, 80, 14, 14, 5, 1, True),  # batch 1, small maps: channels split across threads
     (1, 24, 144, 40, 7, 9, 5, 2, False),
+    (1, 192, 1152, 320, 7, 7, 3, 1, True),  # wide, whole image fits one strip: channels split, not strips
 ])
 def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:

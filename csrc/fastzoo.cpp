@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/block_chain.h"
+
 TORCH_LIBRARY(fastzoo, m) {
   m.def("dwconv_bn_act(Tensor x, Tensor weight, Tensor scale, Tensor shift, int stride=1, int padding=-1, "
         "str act=\"identity\") -> Tensor");
@@ -50,4 +52,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_fastpath", &fastzoo::set_cpu_fastpath,
         "Testing aid: False routes CPU kernels through the shared __host__ __device__ math.");
   m.def("cpu_fastpath", &fastzoo::cpu_fastpath);
+  py::class_<fastzoo::cpu::BlockChain>(m, "BlockChain",
+                                       "CPU fused ops run back to back in one call (fastzoo.layers.BlockSequence).")
+      .def(py::init<>())
+      .def("add", &fastzoo::cpu::BlockChain::add)
+      .def("run", &fastzoo::cpu::BlockChain::run, py::call_guard<py::gil_scoped_release>())
+      .def("__len__", &fastzoo::cpu::BlockChain::size);
 }

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import fastzoo
+from fastzoo.layers import block_sequence
 
 
 def randomize_bn(model, seed=0):
@@ -61,6 +62,11 @@ def fused_calls(model, x, monkeypatch):
         calls[name] += 1
         return _real(name, *a)
     monkeypatch.setattr(fastzoo.ops, "run", run)
+
+    def run_chain(chain, block_calls, x, _real=block_sequence.run_chain):  # BlockSequence's one-call path
+        calls.update(name for name, _ in block_calls)
+        return _real(chain, block_calls, x)
+    monkeypatch.setattr(block_sequence, "run_chain", run_chain)
     with torch.no_grad():
         model.eval()(x)
     return calls

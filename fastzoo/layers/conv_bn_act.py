@@ -62,19 +62,28 @@ class ConvBnAct(nn.Sequential):
             if residual is not None:
                 y = y + residual
             return self[2](y) if len(self) > 2 else y
-        w, scale, shift, scaled = self.folded()
-        kind, act = self.kind(), self.act_name
-        if kind == "depthwise" and residual is None:
-            return ops.run("dwconv_bn_act", x, w, scale, shift, self.conv.stride[0], self.conv.padding[0], act)
-        if kind == "pointwise":
-            return ops.run("pwconv_bn_act", x, w, scale, shift, act, residual)
+        call = self.fused_call(residual)
+        if call is not None:
+            return ops.run(call[0], x, *call[1])
+        _, scale, shift, scaled = self.folded()
         c = self.conv
-        if residual is None and self._plain_kxk():  # a KxK conv + BN + act is fused_mbconv without projection
-            return ops.run("fused_mbconv", x, w, scale, shift, None, None, None, c.stride[0], act, False)
         y = F.conv2d(x, scaled, shift.to(x.dtype), c.stride, c.padding, c.dilation, c.groups)
         if residual is not None:
             y = y + residual
-        return activations.apply(act, y)
+        return activations.apply(self.act_name, y)
+
+    def fused_call(self, residual=None):
+        """(op name, its arguments after x) of the fused op that runs this layer in eval mode, or None
+        where none does (a conv with groups, dilation or even kernels runs as conv2d with the folded BN)."""
+        w, scale, shift, _ = self.folded()
+        kind, act, c = self.kind(), self.act_name, self.conv
+        if kind == "depthwise" and residual is None:
+            return "dwconv_bn_act", (w, scale, shift, c.stride[0], c.padding[0], act)
+        if kind == "pointwise":
+            return "pwconv_bn_act", (w, scale, shift, act, residual)
+        if residual is None and self._plain_kxk():  # a KxK conv + BN + act is fused_mbconv without projection
+            return "fused_mbconv", (w, scale, shift, None, None, None, c.stride[0], act, False)
+        return None
 
     def _plain_kxk(self):
         c = self.conv

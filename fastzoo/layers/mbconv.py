@@ -83,6 +83,13 @@ class _Block(nn.Module):
         """The fused op's arguments after x, cached: one key check per call instead of one per stage."""
         return self._args.get(self.sources(), self.compute_op_args)
 
+    def fused_call(self):
+        """(op name, its arguments after x) of the fused op that runs this block in eval mode."""
+        return self.OP, self.op_args()
+
+    def forward_fused(self, x):
+        return ops.run(self.OP, x, *self.op_args())
+
     def clear(self):
         for f in self._folds + [self._args]:
             f.clear()
@@ -100,6 +107,8 @@ class _Block(nn.Module):
 
 
 class MBConv(_Block):
+    OP = "mbconv"
+
     def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, expand_chs=None, se_chs: Optional[int] = None,
                  act="relu", se_act="relu", se_gate="hardsigmoid", drop_path_rate=0.0, bn_eps=1e-5, bn_momentum=0.1,
                  layout="block"):
@@ -139,11 +148,11 @@ class MBConv(_Block):
         return (*expand, *dw, *se_args, *project, self.stride, self.act, se.act if se is not None else "relu",
                 se.gate if se is not None else "hardsigmoid", self.use_res_connect)
 
-    def forward_fused(self, x):
-        return ops.run("mbconv", x, *self.op_args())
 
 
 class FusedMBConv(_Block):
+    OP = "fused_mbconv"
+
     def __init__(self, in_chs, out_chs, kernel_size=3, stride=1, expand_chs=None, act="silu", drop_path_rate=0.0,
                  bn_eps=1e-5, bn_momentum=0.1, layout="block"):
         super().__init__()
@@ -163,5 +172,4 @@ class FusedMBConv(_Block):
         project = self.folded(1) if self.has_project else (None, None, None)
         return (*self.folded(0), *project, self.stride, self.act, self.use_res_connect)
 
-    def forward_fused(self, x):
-        return ops.run("fused_mbconv", x, *self.op_args())
+

@@ -2,7 +2,7 @@
 state_dicts load unchanged, timm's (mobilenetv3_*_100) through an order-and-shape remap."""
 from torch import nn
 
-from ..layers import ConvBnAct, MBConv
+from ..layers import BlockSequence, ConvBnAct, MBConv
 from ._common import FeaturesClassifier, finish, make_divisible, set_bn
 from ._registry import register_model
 from ._weights import remap_by_order
@@ -39,7 +39,7 @@ class MobileNetV3(FeaturesClassifier):
                                  drop_path_rate * i / len(rows), **bn))
         last_in = ch(rows[-1][3])
         layers.append(ConvBnAct(last_in, 6 * last_in, 1, act="hardswish", **bn))
-        self.features = nn.Sequential(*layers)
+        self.features = BlockSequence(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(6 * last_in, ch(last_channel)), nn.Hardswish(inplace=True),
                                         nn.Dropout(p=dropout, inplace=True), nn.Linear(ch(last_channel), num_classes))

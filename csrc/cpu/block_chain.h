@@ -1,0 +1,36 @@
+// A chain of fused CPU ops run back to back in one call from Python (fastzoo.layers.BlockSequence): at
+// batch 1 the Python module path and the dispatcher cost ~50 us per block, as much as a small block's math.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fastzoo {
+namespace cpu {
+
+class BlockChain {
+ public:
+  // Appends op `op` (mbconv, fused_mbconv, pwconv_bn_act or dwconv_bn_act) with its schema's arguments
+  // after x, split by kind in schema order: tensors (None allowed where the schema has Tensor?), ints
+  // (bools as 0/1), strings. Checks the counts; the op itself checks the values when it runs.
+  void add(const std::string& op, std::vector<std::optional<at::Tensor>> tensors, std::vector<int64_t> ints,
+           std::vector<std::string> strs);
+  // x through every op in order, each calling the CPU kernel directly (no dispatcher, no autograd).
+  at::Tensor run(const at::Tensor& x) const;
+  size_t size() const { return steps_.size(); }
+
+ private:
+  enum class Op { MBConv, FusedMBConv, PwConv, DwConv };
+  struct Step {
+    Op op;
+    std::vector<std::optional<at::Tensor>> t;
+    std::vector<int64_t> i;
+    std::vector<std::string> s;
+  };
+  std::vector<Step> steps_;
+};
+
+}  // namespace cpu
+}  // namespace fastzoo

@@ -1,0 +1,86 @@
+"""BlockSequence: an nn.Sequential of fused blocks (same children, same state_dict keys) whose eval-mode
+CPU inference runs as one C++ call.
+
+At batch 1 the Python module path and the dispatcher cost ~50 us per block (module call, the fold-cache
+check, fastzoo.ops.run, the boxed torch.ops call), as much as the math of a small block. Without autograd,
+compilation, autocast or hooks, the blocks' fused ops (each child's fused_call()) are handed once to a
+fastzoo._C.BlockChain, which runs the same CPU kernels in the same order with no Python between them:
+the same results, bit for bit. Anything else runs the children one by one, as nn.Sequential does."""
+import torch
+from torch import nn
+
+from .. import _ext, backends
+
+
+def _leaves(seq):
+    """The blocks of seq, nested plain nn.Sequential stages flattened; None if a container has hooks."""
+    out = []
+    for m in seq._modules.values():
+        if type(m) is nn.Sequential:
+            if m._forward_hooks or m._forward_pre_hooks:
+                return None
+            sub = _leaves(m)
+            if sub is None:
+                return None
+            out += sub
+        else:
+            out.append(m)
+    return out
+
+
+def _same(a, b):
+    return a is b or (type(a) in (int, bool, str) and type(a) is type(b) and a == b)
+
+
+def run_chain(chain, calls, x):
+    """Runs the chain (built from calls: (op name, args) per block); the seam tests count ops through."""
+    return chain.run(x)
+
+
+class BlockSequence(nn.Sequential):
+    def forward(self, x):
+        calls = self._fused_calls(x)
+        if calls is None:
+            return super().forward(x)
+        cached = self.__dict__.get("_fz_chain")
+        if cached is None or len(cached[0]) != len(calls) or not all(
+                a[0] == b[0] and len(a[1]) == len(b[1]) and all(map(_same, a[1], b[1]))
+                for a, b in zip(cached[0], calls)):
+            cached = self.__dict__["_fz_chain"] = (calls, _build(calls))
+        return run_chain(cached[1], calls, x)
+
+    def _fused_calls(self, x):
+        """Each block's (op name, args), or None where the one-call path does not apply."""
+        if (self.training or torch.compiler.is_compiling() or torch.is_grad_enabled() or type(x) is not torch.Tensor
+                or x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or not _ext.loaded()
+                or self._forward_hooks or self._forward_pre_hooks or _global_hooks()
+                or backends.resolve("cpu") != "cpu"):
+            return None
+        leaves = _leaves(self)
+        if not leaves:
+            return None
+        calls = []
+        for m in leaves:
+            fused_call = getattr(m, "fused_call", None)
+            if fused_call is None or m.training or m._forward_hooks or m._forward_pre_hooks:
+                return None
+            call = fused_call()
+            if call is None:
+                return None
+            calls.append(call)
+        return calls
+
+
+def _global_hooks():
+    from torch.nn.modules import module
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+
+def _build(calls):
+    chain = _ext._C.BlockChain()
+    for name, args in calls:
+        tensors = [a for a in args if a is None or isinstance(a, torch.Tensor)]
+        ints = [int(a) for a in args if type(a) in (int, bool)]
+        strs = [a for a in args if type(a) is str]
+        chain.add(name, tensors, ints, strs)
+    return chain

@@ -1,0 +1,83 @@
+"""BlockSequence: eval-mode CPU inference without autograd runs the blocks' fused ops as one C++ call
+(fastzoo._C.BlockChain); everything else runs the children one by one. Both give the same logits."""
+import pytest
+import torch
+
+import fastzoo
+from fastzoo.layers import BlockSequence, block_sequence
+from zoo_helpers import randomize_bn
+
+pytestmark = pytest.mark.skipif(not fastzoo._ext.loaded(), reason="fastzoo._C is not built")
+
+
+@pytest.fixture
+def chain_runs(monkeypatch):
+    """How many times the one-call path ran."""
+    runs = []
+
+    def run_chain(chain, calls, x, _real=block_sequence.run_chain):
+        runs.append([name for name, _ in calls])
+        return _real(chain, calls, x)
+    monkeypatch.setattr(block_sequence, "run_chain", run_chain)
+    return runs
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small", "mobilenetv2", "efficientnet_b0", "efficientnet_v2_s"])
+def test_one_call_equals_the_blocks_one_by_one(name, chain_runs):
+    m = randomize_bn(fastzoo.create_model(name)).eval()
+    x = torch.randn(2, 3, 67, 61)
+    with torch.inference_mode():
+        y = m(x)
+    assert len(chain_runs) == 1 and {"mbconv", "fused_mbconv"} & set(chain_runs[0])
+    assert isinstance(m.features, BlockSequence)
+    y_blocks = m(x).detach()  # grad enabled: block by block (the ops' autograd is in reach)
+    assert len(chain_runs) == 1
+    assert torch.equal(y, y_blocks), "same kernels, same order: bit-identical"
+
+
+def test_falls_back_to_the_blocks_for_hooks_training_and_reference(chain_runs):
+    m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = m(x)
+        assert len(chain_runs) == 1
+        seen = []
+        handle = m.features[3].register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+        assert seen and len(chain_runs) == 1, "a hooked block runs as a module, its hook fires"
+        handle.remove()
+        with fastzoo.backend("reference"):
+            torch.testing.assert_close(m(x), expected, rtol=1e-4, atol=1e-5)
+        assert len(chain_runs) == 1
+        m.features.train()
+        m.features(x)
+        assert len(chain_runs) == 1
+
+
+def test_the_chain_follows_weight_changes(chain_runs):
+    m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = m(x)
+        m.features[5].block[1].bn.weight.mul_(3)  # in place: the block's arguments are refolded
+        after = m(x)
+        torch.set_grad_enabled(True)
+        try:
+            expected = m(x)
+        finally:
+            torch.set_grad_enabled(False)
+    assert len(chain_runs) == 2
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+
+
+def test_block_chain_rejects_bad_steps():
+    chain = fastzoo._ext._C.BlockChain()
+    w = torch.randn(8, 8, 1, 1)
+    with pytest.raises(RuntimeError, match="unknown op 'conv9'"):
+        chain.add("conv9", [w], [], [])
+    with pytest.raises(RuntimeError, match="pwconv_bn_act takes 4 tensors, 0 ints and 1 strings after x, got 3"):
+        chain.add("pwconv_bn_act", [w, torch.ones(8), torch.zeros(8)], [], ["relu"])
+    chain.add("pwconv_bn_act", [w, torch.ones(8), torch.zeros(8), None], [], ["relu"])
+    with pytest.raises(RuntimeError, match="input x has 4 channels|expected weight of shape"):
+        chain.run(torch.randn(1, 4, 3, 3))  # the op's own checks run inside the chain

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "cpu_kernels.h"
 
@@ -27,8 +28,15 @@ void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K
     const char ta = 'T', tb = 'N';
     const int m = static_cast<int>(Cout), n = static_cast<int>(P), k = static_cast<int>(K);
     const int la = static_cast<int>(K), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-    const float one = 1.f, zero = 0.f;
-    sgemm_(&ta, &tb, &m, &n, &k, &one, w, &la, a, &lb, &zero, c, &lc);
+    // c zeroed here and accumulated into (beta 1): MKL's own beta-0 pass (sgemm_mscale) was 8% of
+    // mobilenet_v3_small at batch 1, memset is cheaper (interleaved A/B: -3% on the four models)
+    if (ldc == Cout) {
+      std::memset(c, 0, sizeof(float) * P * Cout);
+    } else {
+      for (int64_t p = 0; p < P; ++p) std::memset(c + p * ldc, 0, sizeof(float) * Cout);
+    }
+    const float one = 1.f;
+    sgemm_(&ta, &tb, &m, &n, &k, &one, w, &la, a, &lb, &one, c, &lc);
     return;
   }
   const auto f = at::TensorOptions().dtype(at::kFloat);

@@ -122,6 +122,9 @@ def test_mbconv_fused_output_follows_every_change_of_its_tensors():
         check()
         fz.block[-1].bn.running_mean = torch.randn(24)
         after = check()
+        fz.double()  # new storage of another dtype for every tensor, same Parameter objects
+        x = x.double()
+        assert check().dtype == torch.float64
     assert not torch.allclose(before, after)
 
 

@@ -31,11 +31,12 @@ class FoldCache:
 
     @staticmethod
     def _key_of(tensors):
+        # New storage (.to(), .half(), load_state_dict(assign=True), a reassigned parameter) moves data_ptr while
+        # the old one is still alive, so (data_ptr, _version) also tells dtype and device changes apart.
         try:
-            return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors if t is not None)
+            return tuple((t.data_ptr(), t._version) for t in tensors if t is not None)
         except RuntimeError:  # inference tensors have no version counter, and cannot change outside inference mode
-            return tuple((t.data_ptr(), 0 if t.is_inference() else t._version, t.dtype, t.device)
-                         for t in tensors if t is not None)
+            return tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors if t is not None)
 
     def get(self, tensors, compute):
         if torch.compiler.is_compiling():  # traced once; inductor constant-folds it with freezing

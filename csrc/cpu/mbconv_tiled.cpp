@@ -22,6 +22,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kStripFloats = 64 * 1024;  // per-thread working set of a strip: ~256 KiB, inside L2
+constexpr int64_t kScratchMax = 1024 * 1024;  // the largest buffer (4 MiB) kept for the next call
 
 // o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P pixel rows of C channels, rows ld (ldr) apart.
 template <Act A, bool RES>
@@ -67,8 +68,9 @@ void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
 inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
 
 // Buffers of the calling thread kept between calls (they only grow): no allocation, page faults or zero fill
-// per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: the caller's
-// image or strip buffers, 2-3: a worker's own inside at::parallel_for.
+// per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
+// (any thread) or an image's (the caller, channel split); 2-3: a channel-split worker's own, or the SE path's
+// dw output (the caller, strips).
 float* scratch(int slot, int64_t n) {
   thread_local std::vector<float> bufs[4];
   std::vector<float>& b = bufs[slot];
@@ -178,9 +180,17 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   }
 
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
-  at::Tensor h2, sums;  // with SE: the dw output (N, OH, OW, Cmid) and the per-strip channel sums
+  // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
+  // buffer per call page-faulted ~950 times per efficientnet_b0 forward), and the per-strip channel sums
+  at::Tensor h2t, sums;
+  float* hp = nullptr;
   if (se) {
-    h2 = at::empty({N, OH, OW, Cmid}, x.options());
+    if (N * OP * Cmid <= kScratchMax) {
+      hp = scratch(2, N * OP * Cmid);
+    } else {
+      h2t = at::empty({N, OH, OW, Cmid}, x.options());
+      hp = h2t.data_ptr<float>();
+    }
     sums = at::zeros({N, strips, Cmid}, x.options());
   }
   at::parallel_for(0, N * strips, 1, [&](int64_t b, int64_t e) {
@@ -201,7 +211,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         dw_in = ebuf - ih0 * W * Cmid;  // so that image row ih is at dw_in + ih * W * Cmid
         ins = Strides4{0, 1, W * Cmid, Cmid};
       }
-      float* d = se ? h2.data_ptr<float>() + n * OP * Cmid : dbuf - oh0 * OW * Cmid;
+      float* d = se ? hp + n * OP * Cmid : dbuf - oh0 * OW * Cmid;
       const Strides4 ds{0, 1, OW * Cmid, Cmid};
       float* s = se ? sums.data_ptr<float>() + t * Cmid : nullptr;
       dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s);
@@ -221,7 +231,6 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(kStripFloats / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = (OP + PB - 1) / PB;
-  float* hp = h2.data_ptr<float>();
   at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;

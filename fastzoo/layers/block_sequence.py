@@ -38,6 +38,8 @@ def run_chain(chain, calls, x):
 
 
 class BlockSequence(nn.Sequential):
+    """nn.Sequential whose eval-mode CPU inference runs its blocks' fused ops in one BlockChain call."""
+
     def forward(self, x):
         calls = self._fused_calls(x)
         if calls is None:

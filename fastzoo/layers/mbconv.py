@@ -88,7 +88,8 @@ class _Block(nn.Module):
         return self.OP, self.op_args()
 
     def forward_fused(self, x):
-        return ops.run(self.OP, x, *self.op_args())
+        op, args = self.fused_call()
+        return ops.run(op, x, *args)
 
     def clear(self):
         for f in self._folds + [self._args]:
@@ -136,8 +137,10 @@ class MBConv(_Block):
 
     def _source_slots(self):
         se = self.se
-        se_slots = tensor_slots(se.fc1, ("weight", "bias")) + tensor_slots(se.fc2, ("weight", "bias")) if se else []
-        return super()._source_slots() + se_slots
+        if se is None:
+            return super()._source_slots()
+        fc = ("weight", "bias")
+        return super()._source_slots() + tensor_slots(se.fc1, fc) + tensor_slots(se.fc2, fc)
 
     def compute_op_args(self):
         expand = self.folded(0) if self.has_expand else (None, None, None)

@@ -35,6 +35,20 @@ def test_one_call_equals_the_blocks_one_by_one(name, chain_runs):
     assert torch.equal(y, y_blocks), "same kernels, same order: bit-identical"
 
 
+def test_outputs_are_the_callers_while_the_chain_reuses_its_buffers(chain_runs):
+    """Between blocks the chain writes into two buffers it keeps; the output it returns is never one of them."""
+    m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
+    x1, x2 = torch.randn(2, 3, 64, 64), torch.randn(3, 3, 80, 72)
+    with torch.inference_mode():
+        y1 = m.features(x1)
+        kept = y1.clone()
+        y2 = m.features(x2)  # larger: the buffers grow
+        y1_again = m.features(x1)
+    assert len(chain_runs) == 3
+    assert torch.equal(y1, kept), "a later run must not write into an earlier output"
+    assert torch.equal(y1_again, kept) and y2.shape[0] == 3
+
+
 def test_falls_back_to_the_blocks_for_hooks_training_and_reference(chain_runs):
     m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
     x = torch.randn(1, 3, 64, 64)

@@ -28,9 +28,42 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
               "'; expected mbconv, fused_mbconv, pwconv_bn_act or dwconv_bn_act");
 }
 
+namespace {
+// The buffer the next new_output() call of this thread hands out, set by BlockChain::run per step.
+thread_local at::Tensor* t_armed = nullptr;
+
+std::vector<int64_t> strides_of(at::IntArrayRef sizes, at::MemoryFormat format) {
+  std::vector<int64_t> st(sizes.size(), 1);
+  if (format == at::MemoryFormat::ChannelsLast && sizes.size() == 4) {
+    const int64_t C = sizes[1], H = sizes[2], W = sizes[3];
+    return {H * W * C, 1, W * C, C};
+  }
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 2; d >= 0; --d) st[d] = st[d + 1] * sizes[d + 1];
+  return st;
+}
+}  // namespace
+
+at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
+  at::Tensor* buf = t_armed;
+  t_armed = nullptr;  // one output per step
+  if (buf == nullptr) return at::empty(sizes, options, format);
+  const int64_t numel = c10::multiply_integers(sizes);
+  if (!buf->defined() || buf->numel() < numel || buf->dtype() != options.dtype() || buf->device() != options.device())
+    *buf = at::empty({numel}, options);
+  return buf->as_strided(sizes, strides_of(sizes, format));
+}
+
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
+  std::lock_guard<std::mutex> lock(running_);  // the buffers belong to one run at a time
+  struct Disarm {  // also when an op throws: no later new_output() of this thread may hand out a buffer
+    ~Disarm() { t_armed = nullptr; }
+  } disarm;
   at::Tensor x = x0;
-  for (const Step& st : steps_) {
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    const Step& st = steps_[k];
+    // outputs but the last in buffer k % 2: step k reads buffer (k - 1) % 2 (or x0) and writes the other;
+    // the last output is fresh memory, the caller's to keep
+    t_armed = k + 1 < steps_.size() ? &buffers_[k % 2] : nullptr;
     const auto& t = st.t;
     // a None where the schema wants a Tensor: the op's own check reports it by name
     auto T = [&](size_t k) { return t[k].has_value() ? *t[k] : at::Tensor(); };

@@ -3,6 +3,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ class BlockChain {
     std::vector<std::string> s;
   };
   std::vector<Step> steps_;
+  // the ping-pong output buffers (flat, grown as needed) of the steps but the last; one run at a time
+  mutable at::Tensor buffers_[2];
+  mutable std::mutex running_;
 };
 
 }  // namespace cpu

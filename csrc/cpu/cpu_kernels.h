@@ -112,6 +112,11 @@ void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int
 bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
                        const at::Tensor& shift, int64_t stride, Act act, at::Tensor& out);
 
+// An op's output tensor: at::empty, or while a BlockChain runs (block_chain.cpp) a view of one of the two
+// ping-pong buffers it keeps between runs (no fresh pages to fault in per call). An op calls it once, for
+// the tensor it returns.
+at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format);
+
 struct SeArgs {
   at::Tensor w1, b1, w2, b2;
   Act act, gate;

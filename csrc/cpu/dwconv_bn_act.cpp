@@ -99,7 +99,7 @@ at::Tensor dwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   const int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
   TORCH_CHECK(H + 2 * pad >= K && W + 2 * pad >= K && OH > 0 && OW > 0, op, ": input x of spatial size (", H, ", ",
               W, ") with padding ", pad, " is smaller than the kernel size ", K);
-  at::Tensor out = at::empty({N, C, OH, OW}, x.options(), out_format(x));
+  at::Tensor out = new_output({N, C, OH, OW}, x.options(), out_format(x));
   if (out.numel() == 0) return out;
   const at::Tensor sc = to_acc(scale, x), sh = to_acc(shift, x);
   if (use_fast() && dw_fast(x, weight, sc, sh, stride, pad, act, out, nullptr)) return out;

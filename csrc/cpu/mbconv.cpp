@@ -75,7 +75,7 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   TORCH_CHECK(H + 2 * pad >= K && W + 2 * pad >= K, op, ": input x of spatial size (", H, ", ", W,
               ") is smaller than the depthwise kernel size ", K);
   const int64_t OH = (H + 2 * pad - K) / stride + 1, OW = (W + 2 * pad - K) / stride + 1;
-  at::Tensor out = at::empty({N, Cout, OH, OW}, x.options(), out_format(x));
+  at::Tensor out = new_output({N, Cout, OH, OW}, x.options(), out_format(x));
   if (out.numel() == 0) return out;
 
   if (!use_fast()) {  // the generic paths of the ops, composed
@@ -202,7 +202,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   // pass); otherwise one epilogue pass over the output beats rescaling big weights on every call.
   if (fast && x.scalar_type() == at::kFloat &&
       conv_few_channels(x, conv_weight, csc, csh, stride, act,
-                        h = at::empty({N, Cmid, OH, OW}, x.options(), fmt))) {
+                        h = has_proj ? at::empty({N, Cmid, OH, OW}, x.options(), fmt)
+                                     : new_output({N, Cmid, OH, OW}, x.options(), fmt))) {
     // direct conv (stems)
   } else if (fast && conv_weight.numel() <= N * Cmid * OH * OW) {
     const at::Tensor wf = (conv_weight.to(csc.scalar_type()) * csc.view({Cmid, 1, 1, 1})).to(x.scalar_type())
@@ -220,7 +221,7 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
     if (!fast)
       return pwconv_bn_act_cpu(h, *project_weight, *project_scale, *project_shift, "identity",
                                residual ? std::optional<at::Tensor>(x) : std::nullopt);
-    at::Tensor out = at::empty({N, Cout, OH, OW}, x.options(), fmt);
+    at::Tensor out = new_output({N, Cout, OH, OW}, x.options(), fmt);
     pw_gemm(h, pw2d, out);
     pw_epilogue_inplace(out, to_acc(*project_scale, x), to_acc(*project_shift, x), residual ? &x : nullptr,
                         Act::Identity, true);

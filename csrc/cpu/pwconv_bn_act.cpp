@@ -141,7 +141,7 @@ at::Tensor pwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, cons
                 op, ": expected residual of shape (", N, ", ", Cout, ", ", H, ", ", W, "), got ", residual->sizes());
     res = &*residual;
   }
-  at::Tensor out = at::empty({N, Cout, H, W}, x.options(), out_format(x));
+  at::Tensor out = new_output({N, Cout, H, W}, x.options(), out_format(x));
   if (out.numel() == 0) return out;
   const at::Tensor sc = to_acc(scale, x), sh = to_acc(shift, x);
   const bool fast = use_fast();

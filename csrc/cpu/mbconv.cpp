@@ -5,9 +5,9 @@
 //   2. depthwise + BN + act (channels_last, vectorized over C) that also accumulates the per-channel sums
 //      of its output (the SE means, no extra read);
 //   3. the SE FCs (tiny GEMMs);
-//   4. projection: the SE gate folded into per-sample projection weights (one bmm, one GEMM at batch 1) when that is cheaper
-//      than gating the activation (H*W >= Cout), else the gate applied in place and one GEMM; then one
-//      epilogue pass (BN + residual).
+//   4. projection: the SE gate folded into per-sample projection weights (one bmm; one GEMM at batch 1)
+//      when that is cheaper than gating the activation (H*W >= Cout), else the gate applied in place and
+//      one GEMM; then one epilogue pass (BN + residual).
 // fused_mbconv fast path: a direct conv for few input channels (conv_few_channels.cpp: the stems), else
 // at::convolution with the BN scale folded into the weights and the shift as bias, the activation in place
 // (vectorized); then the projection GEMM + epilogue (+ residual).

@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
-#include <functional>
 #include <optional>
 
 #include "fastzoo/activation.h"
@@ -101,10 +100,9 @@ void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc,
 // one single-threaded BLAS call (for use inside at::parallel_for) ...
 void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
                int64_t ldc);
-// ... or split across the threads (by rows, or by output channels for few rows), each part then handed to
-// epilogue(p0, p1, o0, o1) on its thread while it is in cache, when given.
+// ... or split across the threads (by rows, or by output channels for few rows).
 void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
-                     int64_t ldc, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& epilogue = {});
+                     int64_t ldc);
 
 // act(conv(x, weight) * scale + shift) into out, a KxK conv (groups 1, padding K//2) for few input channels
 // (K*K*Cin <= 80: the stems), float32, out dense channels_last; scale/shift float. False (nothing written)

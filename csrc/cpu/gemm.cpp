@@ -46,7 +46,7 @@ void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K
 }
 
 void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
-                     int64_t ldc, const std::function<void(int64_t, int64_t, int64_t, int64_t)>& epilogue) {
+                     int64_t ldc) {
   const int64_t threads = at::get_num_threads();
   // rows when each thread gets at least 64 of them, else blocks of 16 output channels (two AVX2 vectors)
   const bool by_rows = P >= 64 * threads || Cout < 32;
@@ -56,7 +56,6 @@ void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int
     const int64_t p0 = by_rows ? b : 0, p1 = by_rows ? e : P;
     const int64_t o0 = by_rows ? 0 : b * 16, o1 = by_rows ? Cout : std::min(Cout, e * 16);
     gemm_rows(a + p0 * lda, lda, w + o0 * K, p1 - p0, K, o1 - o0, c + p0 * ldc + o0, ldc);
-    if (epilogue) epilogue(p0, p1, o0, o1);
   });
 }
 

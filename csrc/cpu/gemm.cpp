@@ -23,6 +23,10 @@ namespace cpu {
 void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
                int64_t ldc) {
   if (P == 0 || Cout == 0) return;
+  if (P == 1) {  // one row: its stride is free, but BLAS rejects (and skips) lda < K or ldc < Cout
+    lda = std::max(lda, K);
+    ldc = std::max(ldc, Cout);
+  }
   if (sgemm_ != nullptr) {
     // column-major view: c^T (Cout x P) = w (Cout x K, stored as K x Cout) ^T @ a^T (K x P)
     const char ta = 'T', tb = 'N';

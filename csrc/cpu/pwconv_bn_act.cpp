@@ -71,7 +71,7 @@ void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out) {
   const bool out_nchw = out.is_contiguous();
   const bool hw_ok = H == 1 || sh == W * sw;  // (H, W) collapse to one dimension of stride sw
   if (out_cl && sc == 1 && hw_ok && (N == 1 || sn == HW * sw)) {
-    if (x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat) {
+    if (x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat && (sw >= Cin || N * HW == 1)) {
       gemm_rows_split(x.const_data_ptr<float>(), sw, w2d.const_data_ptr<float>(), N * HW, Cin, Cout,
                       out.data_ptr<float>(), Cout);
       return;

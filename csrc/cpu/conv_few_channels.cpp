@@ -19,7 +19,8 @@ namespace {
 
 using V = Vectorized<float>;
 constexpr int64_t L = V::size();
-constexpr int64_t kMaxVecs = 8;  // accumulators per pixel: 64 output channels
+constexpr int64_t kMaxVecs = 8;    // accumulators per pixel: 64 output channels
+constexpr int64_t kMaxPatch = 80;  // the largest K * K * Cin taken (5x5x3 = 75)
 
 // Accumulates PX output pixels: acc[p][v] += a_p[j] * wt[j, c0 + v * L ...] for j < KKC, where pixel p's
 // patch value j is at a_p[j] (contiguous runs in x for interior pixels, the gathered patch at borders).
@@ -114,7 +115,7 @@ bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::
   const int64_t C = weight.size(0), K = weight.size(3), pad = K / 2, OH = out.size(2), OW = out.size(3);
   const int64_t KKC = K * K * Cin;
   const bool out_cl = out.stride(1) == 1 && out.stride(3) == C && out.stride(2) == OW * C;
-  if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !out_cl || KKC > 80 ||
+  if (x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !out_cl || KKC > kMaxPatch ||
       out.stride(0) != OH * OW * C)
     return false;
   // wt (KKC, Cpad): w[c, ci, kh, kw] * scale[c] at row (kh * K + kw) * Cin + ci, columns padded to vectors
@@ -133,7 +134,7 @@ bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::
   float* yp = out.data_ptr<float>();
   const int64_t nvec = Cpad / L;
   at::parallel_for(0, N * OH, 1, [&](int64_t b, int64_t e) {
-    float patch[80];
+    float patch[kMaxPatch];
     with_act(act, [&](auto a) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t n = r / OH, oh = r % OH;

@@ -88,9 +88,24 @@ def unavailable_reason(name: str, device_type: str):
     raise ValueError(f"fastzoo: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
+# (backend, device type) -> what resolve gave: what is built and which devices are visible do not change
+# in a process (triton on CPU tensors depends on TRITON_INTERPRET: not cached)
+_resolved = {}
+
+
 def resolve(device_type: str) -> str:
     """The concrete backend for tensors on `device_type`; a clear error if the chosen one cannot run."""
     name = get_backend()
+    hit = _resolved.get((name, device_type))
+    if hit is not None:
+        return hit
+    chosen = _resolve(name, device_type)
+    if name != "triton":
+        _resolved[(name, device_type)] = chosen
+    return chosen
+
+
+def _resolve(name, device_type):
     if name == "auto":
         order = ("cpu",) if device_type == "cpu" else ("cuda", "triton") if device_type == "cuda" else ()
         for candidate in order:

@@ -37,6 +37,13 @@ def test_edge_shapes(impl, shape):
     run_case(impl, *shape, 5, 1, "relu6", "nchw")
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 2), (7, 1)])
+def test_wide_rows(impl, k, stride, fmt):
+    """Rows longer than one register block (the NCHW kernel's 4-vector blocks, a partial last vector)."""
+    run_case(impl, 2, 5, 37, 75, k, stride, "hardswish", fmt)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_dtypes(impl, dtype):
     if dtype == torch.float64 and impl.name == "triton":

@@ -57,7 +57,7 @@ void row(const float* x, Strides4 xs, const float* wt, int64_t Cpad, const float
     for (int v = 0; v < NV; ++v) {
       const int64_t k = std::min<int64_t>(L, nc - v * L);
       if (k == L) vact<A>(acc[v]).store(o + v * L);
-      else if (k > 0) vact<A>(acc[v]).store(o + v * L, k);
+      else if (k > 0) store_n(o + v * L, vact<A>(acc[v]), k);
     }
   };
   auto init = [&](V (&acc)[NV]) {

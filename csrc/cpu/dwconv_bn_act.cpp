@@ -4,7 +4,8 @@
 //   channels_last (x.stride(1) == 1, output channels_last): per output pixel, vectorized over C with
 //     register blocks of 4 vectors, weights repacked (K*K, C); optional per-channel output sums (mbconv's SE).
 //   NCHW output: per (n, c) plane, the input plane is packed into a zero-padded float scratch (columns
-//     split by parity for stride 2) and each output row is vectorized over W; any input strides.
+//     split by parity for stride 2) and output rows are vectorized over W in 2x4 / 4x2 register blocks;
+//     any input strides.
 // Generic path: fastzoo::dw_point per output element, any strides (the CUDA kernel's math).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -163,7 +164,7 @@ struct DwCL {
       if constexpr (PARTIAL) {
         V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc, cnt), V::loadu(sh + cc, cnt)));
         vstore(yp + cc, v, cnt);
-        if constexpr (SUMS) (V::loadu(sums + cc, cnt) + vround<scalar_t>(v)).store(sums + cc, cnt);
+        if constexpr (SUMS) store_n(sums + cc, V::loadu(sums + cc, cnt) + vround<scalar_t>(v), cnt);
       } else {
         V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc), V::loadu(sh + cc)));
         vstore(yp + cc, v);
@@ -277,79 +278,130 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
   });
 }
 
-// NCHW output (contiguous); any input strides. Per plane: pack into a zero-padded acc scratch.
+// NCHW output (contiguous); any input strides. Each thread packs a plane into its own zero-padded acc
+// scratch (columns split by phase, j % stride, so stride-2 taps are unit-stride loads); only the image cells
+// are rewritten per plane, so the padding is zeroed once per thread. Output rows are vectorized over W in
+// blocks of up to 2 rows x 4 vectors (4 rows x 2 on narrow planes): eight independent accumulators keep both
+// FMA pipes busy. S, the stride (1 or 2), is a constant: the tap offsets divide by it.
+template <typename scalar_t, Act A, int S>
+struct DwNCHW {
+  using acc_t = acc_of<scalar_t>;
+  using V = VecA<scalar_t>;
+  static constexpr int64_t L = V::size();
+
+  const scalar_t* x;
+  Strides4 xs;
+  const acc_t* w;  // (C, K*K)
+  const acc_t* sc;
+  const acc_t* sh;
+  scalar_t* y;  // contiguous (N, C, OH, OW)
+  DwShape s;
+  int64_t RW;  // width of one phase row of the scratch
+
+  int64_t plane_size() const { return (s.H + 2 * s.pad) * S * RW; }
+
+  void pack(const scalar_t* xb, acc_t* buf) const {
+    const int64_t W = s.W, pad = s.pad, sxw = xs.w;
+    for (int64_t ih = 0; ih < s.H; ++ih) {
+      acc_t* row = buf + (ih + pad) * S * RW;
+      const scalar_t* xr = xb + ih * xs.h;
+      for (int64_t p = 0; p < S; ++p) {
+        const int64_t iw0 = ((p - pad) % S + S) % S;  // first column whose padded index is in phase p
+        if (iw0 >= W) continue;
+        acc_t* dst = row + p * RW + (iw0 + pad) / S;
+        const scalar_t* src = xr + iw0 * sxw;
+        const int64_t n = (W - iw0 + S - 1) / S, step = S * sxw;
+        if (step == 1)
+          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k]);
+        else if (step == 2)
+          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[2 * k]);
+        else
+          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k * step]);
+      }
+    }
+  }
+
+  // R output rows from oh, NB vectors from ow; the last vector holds `last` (<= L) columns.
+  template <int R, int NB>
+  inline void block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, scalar_t* yb, int64_t oh, int64_t ow,
+                    int64_t last) const {
+    const int64_t K = s.K;
+    V acc[R][NB];
+    for (int r = 0; r < R; ++r)
+      for (int b = 0; b < NB; ++b) acc[r][b] = V(acc_t(0));
+    for (int64_t kh = 0; kh < K; ++kh) {
+      for (int64_t kw = 0; kw < K; ++kw) {
+        const V wk(wc[kh * K + kw]);
+        const int64_t off = (kw % S) * RW + kw / S + ow;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          const acc_t* q = buf + ((oh + r) * S + kh) * S * RW + off;
+#pragma GCC unroll 4
+          for (int b = 0; b < NB; ++b) acc[r][b] = at::vec::fmadd(V::loadu(q + b * L), wk, acc[r][b]);
+        }
+      }
+    }
+    const V vs(vsc), vh(vsh);
+    for (int r = 0; r < R; ++r) {
+      scalar_t* yr = yb + (oh + r) * s.OW + ow;
+      for (int b = 0; b < NB; ++b) {
+        const V v = vact<A>(at::vec::fmadd(acc[r][b], vs, vh));
+        if (b == NB - 1 && last < L) vstore(yr + b * L, v, last);
+        else vstore(yr + b * L, v);
+      }
+    }
+  }
+
+  template <int R>
+  inline void row_block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, scalar_t* yb, int64_t oh) const {
+    constexpr int NBMAX = 4;
+    for (int64_t ow = 0; ow < s.OW; ow += NBMAX * L) {
+      const int64_t cols = std::min<int64_t>(NBMAX * L, s.OW - ow);
+      const int64_t nb = (cols + L - 1) / L, last = cols - (nb - 1) * L;
+      switch (nb) {
+        case 4: block<R, 4>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
+        case 3: block<R, 3>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
+        case 2: block<R, 2>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
+        default: block<R, 1>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
+      }
+    }
+  }
+
+  void plane(int64_t n, int64_t c, acc_t* buf) const {
+    pack(x + n * xs.n + c * xs.c, buf);
+    const acc_t* wc = w + c * s.K * s.K;
+    scalar_t* yb = y + (n * s.C + c) * s.OH * s.OW;
+    int64_t oh = 0;
+    if (s.OW <= 2 * L)  // narrow planes: 4 rows for 8 accumulators
+      for (; oh + 4 <= s.OH; oh += 4) row_block<4>(buf, wc, sc[c], sh[c], yb, oh);
+    for (; oh + 2 <= s.OH; oh += 2) row_block<2>(buf, wc, sc[c], sh[c], yb, oh);
+    if (oh < s.OH) row_block<1>(buf, wc, sc[c], sh[c], yb, oh);
+  }
+};
+
 template <typename scalar_t>
 void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, const at::Tensor& sh, DwShape s,
              Act act, at::Tensor& out) {
   using acc_t = acc_of<scalar_t>;
-  using V = VecA<scalar_t>;
-  constexpr int64_t L = V::size();
+  constexpr int64_t L = VecA<scalar_t>::size();
   const at::Tensor wa = weight.reshape({s.C, s.K * s.K}).to(sc.scalar_type()).contiguous();
-  const acc_t* wp = wa.const_data_ptr<acc_t>();
-  const acc_t* scp = sc.const_data_ptr<acc_t>();
-  const acc_t* shp = sh.const_data_ptr<acc_t>();
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  scalar_t* yp = out.data_ptr<scalar_t>();
-  const int64_t K = s.K, S = s.stride, pad = s.pad, H = s.H, W = s.W, OH = s.OH, OW = s.OW;
-  const int64_t sxn = x.stride(0), sxc = x.stride(1), sxh = x.stride(2), sxw = x.stride(3);
-  const int64_t HP = H + 2 * pad;
-  const int64_t OWr = (OW + L - 1) / L * L;
-  // padded column j lives in parity plane (j % S) at index j / S; width of a parity row:
-  const int64_t RW = OWr + (K - 1) / S + 1;
-  const int64_t plane_sz = HP * S * RW;
-  const int64_t ostride_c = OH * OW;
+  const int64_t OWr = (s.OW + L - 1) / L * L;
+  const int64_t RW = OWr + (s.K - 1) / s.stride + 1;
+  const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   with_act(act, [&](auto A) {
     constexpr Act a = decltype(A)::value;
-    const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, OH * OW * K * K));
-    at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
-      std::vector<acc_t> buf(plane_sz);
-      for (int64_t i = b; i < e; ++i) {
-        const int64_t n = i / s.C, c = i % s.C;
-        std::fill(buf.begin(), buf.end(), acc_t(0));
-        const scalar_t* xb = xp + n * sxn + c * sxc;
-        for (int64_t ih = 0; ih < H; ++ih) {
-          acc_t* row = buf.data() + (ih + pad) * S * RW;
-          const scalar_t* xr = xb + ih * sxh;
-          if (S == 1) {
-            acc_t* dst = row + pad;
-            for (int64_t iw = 0; iw < W; ++iw) dst[iw] = static_cast<acc_t>(xr[iw * sxw]);
-          } else {
-            for (int64_t iw = 0; iw < W; ++iw) {
-              const int64_t j = iw + pad;
-              row[(j & 1) * RW + (j >> 1)] = static_cast<acc_t>(xr[iw * sxw]);
-            }
-          }
-        }
-        const acc_t* wc = wp + c * K * K;
-        const V vsc(scp[c]), vsh(shp[c]);
-        scalar_t* yb = yp + n * out.stride(0) + c * out.stride(1);
-        (void)ostride_c;
-        for (int64_t oh = 0; oh < OH; ++oh) {
-          scalar_t* yr = yb + oh * out.stride(2);
-          for (int64_t ow = 0; ow < OW; ow += 2 * L) {
-            V acc0(acc_t(0)), acc1(acc_t(0));
-            const bool two = ow + L < OW;
-            for (int64_t kh = 0; kh < K; ++kh) {
-              const acc_t* row = buf.data() + (oh * S + kh) * S * RW;
-              for (int64_t kw = 0; kw < K; ++kw) {
-                const acc_t* q = row + (kw % S) * RW + kw / S + ow;
-                const V wk(wc[kh * K + kw]);
-                acc0 = at::vec::fmadd(V::loadu(q), wk, acc0);
-                if (two) acc1 = at::vec::fmadd(V::loadu(q + L), wk, acc1);
-              }
-            }
-            const int64_t c0 = std::min<int64_t>(L, OW - ow);
-            V v0 = vact<a>(at::vec::fmadd(acc0, vsc, vsh));
-            if (c0 == L) vstore(yr + ow, v0); else vstore(yr + ow, v0, c0);
-            if (two) {
-              const int64_t c1 = std::min<int64_t>(L, OW - ow - L);
-              V v1 = vact<a>(at::vec::fmadd(acc1, vsc, vsh));
-              if (c1 == L) vstore(yr + ow + L, v1); else vstore(yr + ow + L, v1, c1);
-            }
-          }
-        }
-      }
-    });
+    auto run = [&](auto k) {
+      const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, s.OH * s.OW * s.K * s.K));
+      at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
+        std::vector<acc_t> buf(k.plane_size(), acc_t(0));
+        for (int64_t i = b; i < e; ++i) k.plane(i / s.C, i % s.C, buf.data());
+      });
+    };
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const acc_t *wp = wa.const_data_ptr<acc_t>(), *scp = sc.const_data_ptr<acc_t>(), *shp = sh.const_data_ptr<acc_t>();
+    scalar_t* yp = out.data_ptr<scalar_t>();
+    if (s.stride == 1) run(DwNCHW<scalar_t, a, 1>{xp, xs, wp, scp, shp, yp, s, RW});
+    else run(DwNCHW<scalar_t, a, 2>{xp, xs, wp, scp, shp, yp, s, RW});
   });
 }
 

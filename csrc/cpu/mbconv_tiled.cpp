@@ -61,7 +61,7 @@ void epilogue_rows(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, 
       const int64_t k = C - c;
       V v = at::vec::fmadd(V::loadu(op + c, k), V::loadu(sc + c, k), V::loadu(sh + c, k));
       if constexpr (RES) v = v + V::loadu(rp + c, k);
-      vact<A>(v).store(op + c, k);
+      store_n(op + c, vact<A>(v), k);
     }
   }
 }

@@ -2,7 +2,8 @@
 //
 // Pass 1: per-channel means in the accumulate type (fast: channels_last vectorized over blocks of 64
 // channels per sample, NCHW vectorized over each plane; generic: strided scalar sums).
-// The two FCs: direct vectorized dot products in float (addmm for float64) + the activations.
+// The two FCs in float: GEMMs split across the threads (float32 weights) or direct dot products (16-bit
+// weights); addmm for float64. Then the activations.
 // Pass 2: the gate (fast: vectorized rows; generic: fastzoo::se_apply per element, any strides).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -170,8 +171,26 @@ inline float dot(const scalar_t* w, const float* v, int64_t n) {
   return s;
 }
 
-// The SE FCs as direct dot products: the matrices are tiny, and at batch 1 ATen's addmm costs more in
-// dispatch and packing than in arithmetic. float means only (double goes through addmm).
+// p[n, j] = act(p[n, j] + b[j]) for the N rows of M values, vectorized.
+static void bias_act_rows(float* p, const float* b, int64_t N, int64_t M, Act act) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  with_act(act, [&](auto A) {
+    constexpr Act a = decltype(A)::value;
+    at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, M)), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        float* r = p + n * M;
+        int64_t j = 0;
+        for (; j + L <= M; j += L) vact<a>(V::loadu(r + j) + V::loadu(b + j)).store(r + j);
+        if (j < M) store_n(r + j, vact<a>(V::loadu(r + j, M - j) + V::loadu(b + j, M - j)), M - j);
+      }
+    });
+  });
+}
+
+// The SE FCs in float. float32 weights: two GEMMs split across the threads by output channels (at batch 1
+// a single GEMV would leave the second thread idle; per-sample dot products re-read the weights per sample,
+// 1.5x eager's time at batch 32). 16-bit weights: direct dot products, converting on the fly.
 bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                   const at::Tensor& b2, Act act, Act gate, at::Tensor& g) {
   if (means.scalar_type() != at::kFloat) return false;
@@ -180,12 +199,21 @@ bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tenso
   const at::Tensor w1c = w1.contiguous(), w2c = w2.contiguous();
   const at::Tensor b1c = b1.to(at::kFloat).contiguous(), b2c = b2.to(at::kFloat).contiguous();
   const at::Tensor mc = means.contiguous();
+  const float *pb1 = b1c.const_data_ptr<float>(), *pb2 = b2c.const_data_ptr<float>();
+  const float* pm = mc.const_data_ptr<float>();
+  float* pg = g.data_ptr<float>();
+  if (w1.scalar_type() == at::kFloat) {
+    at::Tensor s = at::empty({N, Cs}, means.options());
+    float* ps = s.data_ptr<float>();
+    gemm_rows_split(pm, C, w1c.const_data_ptr<float>(), N, C, Cs, ps, Cs);
+    bias_act_rows(ps, pb1, N, Cs, act);
+    gemm_rows_split(ps, Cs, w2c.const_data_ptr<float>(), N, Cs, C, pg, C);
+    bias_act_rows(pg, pb2, N, C, gate);
+    return true;
+  }
   auto run = [&](auto tag) {
     using scalar_t = decltype(tag);
     const scalar_t *pw1 = w1c.const_data_ptr<scalar_t>(), *pw2 = w2c.const_data_ptr<scalar_t>();
-    const float *pb1 = b1c.const_data_ptr<float>(), *pb2 = b2c.const_data_ptr<float>();
-    const float* pm = mc.const_data_ptr<float>();
-    float* pg = g.data_ptr<float>();
     at::parallel_for(0, N, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, C * Cs)), [&](int64_t b, int64_t e) {
       std::vector<float> s(Cs);
       for (int64_t n = b; n < e; ++n) {
@@ -197,12 +225,35 @@ bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tenso
     });
   };
   switch (w1.scalar_type()) {
-    case at::kFloat: run(float()); break;
     case at::kBFloat16: run(c10::BFloat16()); break;
     case at::kHalf: run(c10::Half()); break;
     default: return false;
   }
   return true;
+}
+
+// The sums of 8 consecutive planes of len floats (plane k at p + k * len), as one vector.
+static inline Vectorized<float> sum8_planes(const float* p, int64_t len) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  V a[8];
+  for (int k = 0; k < 8; ++k) a[k] = V(0.f);
+  int64_t j = 0;
+  for (; j + L <= len; j += L)
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) a[k] = a[k] + V::loadu(p + k * len + j);
+  if (j < len)
+    for (int k = 0; k < 8; ++k) a[k] = a[k] + V::loadu(p + k * len + j, len - j);
+#if FZ_AVX2
+  const __m256 s01 = _mm256_hadd_ps(a[0], a[1]), s23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 s45 = _mm256_hadd_ps(a[4], a[5]), s67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);  // per 128-bit half
+  return V(_mm256_permute2f128_ps(s0123, s4567, 0x20)) + V(_mm256_permute2f128_ps(s0123, s4567, 0x31));
+#else
+  float out[8];
+  for (int k = 0; k < 8; ++k) out[k] = at::vec::vec_reduce_all<float>([](V& x, V& y) { return x + y; }, a[k]);
+  return V::loadu(out);
+#endif
 }
 
 bool se_means_fast(const at::Tensor& x, at::Tensor& m) {
@@ -242,14 +293,23 @@ bool se_means_fast(const at::Tensor& x, at::Tensor& m) {
             }
           for (int k = 0; k * L < cn; ++k) {
             const int64_t r = std::min<int64_t>(L, cn - k * L);
-            (acc[k] * V(inv)).store(mp + n * C + c0 + k * L, r);
+            store_n(mp + n * C + c0 + k * L, acc[k] * V(inv), r);
           }
         }
       });
     } else {
       const bool flat = H == 1 || sh == W;
-      at::parallel_for(0, N * C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H * W)), [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
+      const int64_t HW = H * W;
+      // contiguous float planes: eight at a time, one accumulator each (no dependency chain of adds), the
+      // eight sums reduced together
+      const bool by8 = std::is_same_v<scalar_t, float> && FZ_AVX2 && flat && sc == HW && sn == C * HW;
+      at::parallel_for(0, N * C, std::max<int64_t>(8, 16384 / std::max<int64_t>(1, HW)), [&](int64_t b, int64_t e) {
+        int64_t i = b;
+        if (by8)  // scalar_t is float (the casts only make the other types compile)
+          for (; i + 8 <= e; i += 8)
+            (sum8_planes(reinterpret_cast<const float*>(xp) + i * HW, HW) * Vectorized<float>(float(inv)))
+                .store(reinterpret_cast<float*>(mp) + i);
+        for (; i < e; ++i) {
           const int64_t n = i / C, c = i % C;
           const scalar_t* p = xp + n * sn + c * sc;
           V acc(acc_t(0));
@@ -302,16 +362,19 @@ bool se_apply_fast(const at::Tensor& x, const at::Tensor& g, at::Tensor& out) {
         }
       });
     } else {
+      const bool flat = H == 1 || sh == W;
+      const bool contiguous = flat && sc == H * W && sn == C * H * W;
       at::parallel_for(0, N * C, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, H * W)), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
-          const int64_t n = i / C, c = i % C;
+          const scalar_t* xb = contiguous ? xp + i * H * W : xp + (i / C) * sn + (i % C) * sc;
           const V vg(gp[i]);
-          for (int64_t h = 0; h < H; ++h) {
-            const scalar_t* xr = xp + n * sn + c * sc + h * sh;
+          const int64_t nr = flat ? 1 : H, len = flat ? H * W : W;  // a contiguous plane is one row
+          for (int64_t h = 0; h < nr; ++h) {
+            const scalar_t* xr = xb + h * sh;
             scalar_t* orow = op + i * H * W + h * W;
             int64_t j = 0;
-            for (; j + L <= W; j += L) vstore(orow + j, vload(xr + j) * vg);
-            if (j < W) vstore(orow + j, vload(xr + j, W - j) * vg, W - j);
+            for (; j + L <= len; j += L) vstore(orow + j, vload(xr + j) * vg);
+            if (j < len) vstore(orow + j, vload(xr + j, len - j) * vg, len - j);
           }
         }
       });

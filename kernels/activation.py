@@ -17,16 +17,22 @@ def act_code(name: str) -> int:
 
 
 @triton.jit
+def _clamp(v, lo, hi):
+    """min(max(v, lo), hi) with NaN staying NaN, as in torch (tl.maximum / tl.minimum drop it by default)."""
+    return tl.minimum(tl.maximum(v, lo, propagate_nan=tl.PropagateNan.ALL), hi, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def apply_act(v, ACT):
     """act(v) for a float32 tensor v; ACT is the activation code (runtime int or constexpr)."""
     if ACT == 1:  # relu
-        v = tl.maximum(v, 0.0)
+        v = tl.maximum(v, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif ACT == 2:  # relu6
-        v = tl.minimum(tl.maximum(v, 0.0), 6.0)
+        v = _clamp(v, 0.0, 6.0)
     elif ACT == 3:  # hardswish
-        v = v * (tl.minimum(tl.maximum(v + 3.0, 0.0), 6.0) / 6.0)
+        v = v * (_clamp(v + 3.0, 0.0, 6.0) / 6.0)
     elif ACT == 4:  # hardsigmoid
-        v = tl.minimum(tl.maximum(v + 3.0, 0.0), 6.0) / 6.0
+        v = _clamp(v + 3.0, 0.0, 6.0) / 6.0
     elif ACT == 5:  # silu
         v = v / (1.0 + tl.exp(-v))
     elif ACT == 6:  # sigmoid

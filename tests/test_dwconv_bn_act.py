@@ -44,6 +44,21 @@ def test_wide_rows(impl, k, stride, fmt):
     run_case(impl, 2, 5, 37, 75, k, stride, "hardswish", fmt)
 
 
+@pytest.mark.parametrize("fmt", ["nchw", "channels_last"])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_nan_propagates(impl, act, fmt):
+    """A NaN in x gives NaN wherever the reference has one (the clamping activations included)."""
+    x = rand(1, 16, 9, 20)
+    x[0, 3, 4, 5] = float("nan")
+    x = layout(x, fmt)
+    weight, (scale, shift) = rand(16, 1, 3, 3), bn_vectors(16)
+    x, weight, scale, shift = (t.to(impl.device) for t in (x, weight, scale, shift))
+    y = ops.dwconv_bn_act(x, weight, scale, shift, 1, -1, act)
+    expected = oracle("dwconv_bn_act", x, weight, scale, shift, 1, -1, act)
+    assert torch.isnan(y).sum() == 9
+    assert torch.equal(torch.isnan(y).cpu(), torch.isnan(expected).cpu())
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_dtypes(impl, dtype):
     if dtype == torch.float64 and impl.name == "triton":

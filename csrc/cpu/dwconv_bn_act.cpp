@@ -278,6 +278,24 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
   });
 }
 
+// even[k] = x[2k], odd[k] = x[2k + 1] for the W floats of x.
+inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd) {
+  int64_t k = 0;
+#if FZ_AVX2
+  for (; 2 * k + 16 <= W; k += 8) {
+    const __m256 a = _mm256_loadu_ps(x + 2 * k), b = _mm256_loadu_ps(x + 2 * k + 8);
+    // per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts a's pairs before b's
+    const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(even + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
+    _mm256_storeu_ps(odd + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+#endif
+  for (; 2 * k < W; ++k) {
+    even[k] = x[2 * k];
+    if (2 * k + 1 < W) odd[k] = x[2 * k + 1];
+  }
+}
+
 // NCHW output (contiguous); any input strides. Each thread packs a plane into its own zero-padded acc
 // scratch (columns split by phase, j % stride, so stride-2 taps are unit-stride loads); only the image cells
 // are rewritten per plane, so the padding is zeroed once per thread. Output rows are vectorized over W in
@@ -305,6 +323,12 @@ struct DwNCHW {
     for (int64_t ih = 0; ih < s.H; ++ih) {
       acc_t* row = buf + (ih + pad) * S * RW;
       const scalar_t* xr = xb + ih * xs.h;
+      if constexpr (S == 2 && std::is_same_v<scalar_t, float> && FZ_AVX2) {
+        if (sxw == 1) {  // the scalar stride-2 gather was most of a 112x112 plane's time
+          deinterleave_row(xr, W, row + (pad & 1) * RW + pad / 2, row + ((pad + 1) & 1) * RW + (pad + 1) / 2);
+          continue;
+        }
+      }
       for (int64_t p = 0; p < S; ++p) {
         const int64_t iw0 = ((p - pad) % S + S) % S;  // first column whose padded index is in phase p
         if (iw0 >= W) continue;

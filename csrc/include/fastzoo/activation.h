@@ -25,7 +25,7 @@ FZ_HD T apply_act(T v, Act act) {
   using std::exp;
   switch (act) {
     case Act::Identity: return v;
-    case Act::ReLU: return v > T(0) ? v : T(0);
+    case Act::ReLU: return v < T(0) ? T(0) : v;  // NaN stays NaN, as in torch
     case Act::ReLU6: return v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
     case Act::HardSwish: {
       T r = v + T(3);

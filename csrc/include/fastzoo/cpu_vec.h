@@ -168,6 +168,34 @@ inline VecA<T> vround(VecA<T> v) {
   }
 }
 
+// max(v, lo) and min(v, hi), NaN in v giving NaN (as torch's clamps). For float, vmaxps / vminps with v as
+// the second operand (they return it when either is NaN): at::vec's maximum / minimum add a compare and a
+// blend per call, a third of a k3 depthwise conv's epilogue.
+template <typename V>
+inline V vmax_nan(V v, typename V::value_type lo) {
+#if FZ_AVX2
+  if constexpr (std::is_same_v<V, Vectorized<float>>) return _mm256_max_ps(_mm256_set1_ps(lo), v);
+#endif
+  return at::vec::maximum(v, V(lo));
+}
+template <typename V>
+inline V vmin_nan(V v, typename V::value_type hi) {
+#if FZ_AVX2
+  if constexpr (std::is_same_v<V, Vectorized<float>>) return _mm256_min_ps(_mm256_set1_ps(hi), v);
+#endif
+  return at::vec::minimum(v, V(hi));
+}
+
+// r where v is a number, NaN where v is NaN (exp_u20 turns NaN into a number).
+template <typename V>
+inline V keep_nan(V v, V r) {
+#if FZ_AVX2
+  if constexpr (std::is_same_v<V, Vectorized<float>>)
+    return _mm256_or_ps(r, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));  // all-ones lanes are NaN
+#endif
+  return V::blendv(r, v, v.isnan());
+}
+
 // Vectorized activation, A a compile-time constant (no switch in the inner loop).
 template <Act A, typename V>
 inline V vact(V v) {
@@ -175,22 +203,22 @@ inline V vact(V v) {
   if constexpr (A == Act::Identity) {
     return v;
   } else if constexpr (A == Act::ReLU) {
-    return at::vec::maximum(v, V(S(0)));
+    return vmax_nan(v, S(0));
   } else if constexpr (A == Act::ReLU6) {
-    return at::vec::minimum(at::vec::maximum(v, V(S(0))), V(S(6)));
+    return vmin_nan(vmax_nan(v, S(0)), S(6));
   } else if constexpr (A == Act::HardSwish) {
     // * (1/6), not / 6: vdivps was a fifth of a stem's time; the two differ by at most an ulp
-    V r = at::vec::minimum(at::vec::maximum(v + V(S(3)), V(S(0))), V(S(6)));
+    const V r = vmin_nan(vmax_nan(v + V(S(3)), S(0)), S(6));
     return v * r * V(S(1) / S(6));
   } else if constexpr (A == Act::HardSigmoid) {
-    V r = at::vec::minimum(at::vec::maximum(v + V(S(3)), V(S(0))), V(S(6)));
+    const V r = vmin_nan(vmax_nan(v + V(S(3)), S(0)), S(6));
     return r * V(S(1) / S(6));
   } else if constexpr (A == Act::SiLU) {
     // exp_u20: ATen's inline polynomial exp (<= 20 ulp); Sleef's exp, out of line, was 8% of efficientnet's
     // time at batch 1
-    return v / (V(S(1)) + v.neg().exp_u20());
+    return keep_nan(v, v / (V(S(1)) + v.neg().exp_u20()));
   } else if constexpr (A == Act::Sigmoid) {
-    return V(S(1)) / (V(S(1)) + v.neg().exp_u20());
+    return keep_nan(v, V(S(1)) / (V(S(1)) + v.neg().exp_u20()));
   } else {  // GELU, exact erf
     return V(S(0.5)) * v * (V(S(1)) + (v * V(S(0.70710678118654752440))).erf());
   }

@@ -1,6 +1,7 @@
 """fastzoo bench end to end on a tiny size (no speed is asserted: speed lives in BENCHMARKS.md), and the
 analytic byte counts checked by hand for one block."""
 import json
+import platform
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ def test_bench_end_to_end(tmp_path):
         assert len(r["samples_ms"]) >= 3 and r["median_ms"] > 0
         assert r["max_rel_err"] < 1e-4, "fused and reference must agree before their speeds mean anything"
     assert data["machine"]["threads"] >= 1 and data["machine"]["torch"] == torch.__version__
+    if platform.libc_ver()[0] == "glibc":  # freed buffers kept: no variant pays page faults for another's frees
+        assert data["machine"]["allocator"].startswith("glibc malloc keeps freed memory")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for r in data["results"]:
         assert r["speedup_over"] == "reference"
@@ -33,8 +36,10 @@ def test_bench_end_to_end(tmp_path):
 def test_bench_without_the_reference_compares_with_the_first_variant(tmp_path):
     out = tmp_path / "b.json"
     assert bench_main(["mobilenetv3_small", "--batch", "1", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
-                       "--compare", "fused,reference", "--json", str(out)]) == 0
-    assert {r["speedup_over"] for r in json.loads(out.read_text())["results"]} == {"reference"}
+                       "--compare", "fused,reference", "--malloc-trim", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {r["speedup_over"] for r in data["results"]} == {"reference"}
+    assert data["machine"]["allocator"] is None  # --malloc-trim: glibc's settings left alone
     assert bench_main(["mobilenetv3_small", "--batch", "1", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
                        "--compare", "fused", "--json", str(out)]) == 0
     (r,) = json.loads(out.read_text())["results"]

@@ -1,8 +1,9 @@
 // dwconv_bn_act on CPU: act(depthwise_conv(x, weight) * scale + shift).
 //
 // Fast paths (AVX2, at::parallel_for over output rows / planes):
-//   channels_last (x.stride(1) == 1, output channels_last): per output pixel, vectorized over C with
-//     register blocks of 4 vectors, weights repacked (K*K, C); optional per-channel output sums (mbconv's SE).
+//   channels_last (x.stride(1) == 1, output channels_last): vectorized over C, register blocks of 4 pixels
+//     x 2 vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row),
+//     weights repacked (K*K, C); optional per-channel output sums (mbconv's SE).
 //   NCHW output: per (n, c) plane, the input plane is packed into a zero-padded float scratch (columns
 //     split by parity for stride 2) and output rows are vectorized over W in 2x4 / 4x2 register blocks;
 //     any input strides.
@@ -139,58 +140,45 @@ struct DwCL {
   Strides4 ys;
   DwShape s;
 
-  template <int NB, bool PARTIAL>
-  inline void block(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t cnt, int64_t kh0, int64_t kh1, int64_t kw0,
-                    int64_t kw1, int64_t ih0, int64_t iw0, acc_t* sums) const {
-    V acc[NB];
-    for (int b = 0; b < NB; ++b) acc[b] = V(acc_t(0));
+  // One pixel's last cnt < L channels from c, taps [kh0, kh1) x [kw0, kw1) (the ones inside the image).
+  inline void tail(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t cnt, int64_t kh0, int64_t kh1, int64_t kw0,
+                   int64_t kw1, int64_t ih0, int64_t iw0, acc_t* sums) const {
+    V acc(acc_t(0));
     const int64_t C = s.C, K = s.K;
     for (int64_t kh = kh0; kh < kh1; ++kh) {
       const scalar_t* xr = xb + (ih0 + kh) * xs.h + c;
       const acc_t* wr = w + kh * K * C + c;
-      for (int64_t kw = kw0; kw < kw1; ++kw) {
-        const scalar_t* xq = xr + (iw0 + kw) * xs.w;
-        const acc_t* wq = wr + kw * C;
-        if constexpr (PARTIAL) {
-          acc[0] = at::vec::fmadd(vload(xq, cnt), V::loadu(wq, cnt), acc[0]);
-        } else {
-#pragma GCC unroll 4
-          for (int b = 0; b < NB; ++b) acc[b] = at::vec::fmadd(vload(xq + b * L), V::loadu(wq + b * L), acc[b]);
-        }
-      }
+      for (int64_t kw = kw0; kw < kw1; ++kw)
+        acc = at::vec::fmadd(vload(xr + (iw0 + kw) * xs.w, cnt), V::loadu(wr + kw * C, cnt), acc);
     }
-    for (int b = 0; b < NB; ++b) {
-      const int64_t cc = c + b * L;
-      if constexpr (PARTIAL) {
-        V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc, cnt), V::loadu(sh + cc, cnt)));
-        vstore(yp + cc, v, cnt);
-        if constexpr (SUMS) store_n(sums + cc, V::loadu(sums + cc, cnt) + vround<scalar_t>(v), cnt);
-      } else {
-        V v = vact<A>(at::vec::fmadd(acc[b], V::loadu(sc + cc), V::loadu(sh + cc)));
-        vstore(yp + cc, v);
-        if constexpr (SUMS) (V::loadu(sums + cc) + vround<scalar_t>(v)).store(sums + cc);
-      }
-    }
+    const V v = vact<A>(at::vec::fmadd(acc, V::loadu(sc + c, cnt), V::loadu(sh + c, cnt)));
+    vstore(yp + c, v, cnt);
+    if constexpr (SUMS) store_n(sums + c, V::loadu(sums + c, cnt) + vround<scalar_t>(v), cnt);
   }
 
-  // PB output pixels (ow .. ow+PB-1, all taps inside the image in w) x NB channel vectors: each weight
-  // vector loaded once per tap for PB pixels.
-  template <int PB, int NB>
+  // PB output pixels (ow .. ow+PB-1) x NB channel vectors: each weight vector loaded once per tap for PB
+  // pixels. EDGE: some taps fall left or right of the image; those read `zeros` (>= C zero values) instead.
+  template <int PB, int NB, bool EDGE>
   inline void block_px(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t kh0, int64_t kh1, int64_t ih0,
-                       int64_t iw0, acc_t* sums) const {
+                       int64_t iw0, acc_t* sums, const scalar_t* zeros) const {
     V acc[PB][NB];
     for (int p = 0; p < PB; ++p)
       for (int b = 0; b < NB; ++b) acc[p][b] = V(acc_t(0));
-    const int64_t C = s.C, K = s.K, xsw = xs.w, pstep = s.stride * xs.w;
+    const int64_t C = s.C, K = s.K, xsw = xs.w;
     for (int64_t kh = kh0; kh < kh1; ++kh) {
-      const scalar_t* xr = xb + (ih0 + kh) * xs.h + iw0 * xsw + c;
+      const scalar_t* xr = xb + (ih0 + kh) * xs.h + c;
       const acc_t* wr = w + kh * K * C + c;
       for (int64_t kw = 0; kw < K; ++kw) {
         V wv[NB];
         for (int b = 0; b < NB; ++b) wv[b] = V::loadu(wr + kw * C + b * L);
-        const scalar_t* xq = xr + kw * xsw;
-        for (int p = 0; p < PB; ++p)
-          for (int b = 0; b < NB; ++b) acc[p][b] = at::vec::fmadd(vload(xq + p * pstep + b * L), wv[b], acc[p][b]);
+#pragma GCC unroll 4
+        for (int p = 0; p < PB; ++p) {
+          const int64_t iw = iw0 + p * s.stride + kw;
+          const scalar_t* xq = xr + iw * xsw;
+          if constexpr (EDGE) xq = (iw >= 0 && iw < s.W) ? xq : zeros + c;
+#pragma GCC unroll 2
+          for (int b = 0; b < NB; ++b) acc[p][b] = at::vec::fmadd(vload(xq + b * L), wv[b], acc[p][b]);
+        }
       }
     }
     for (int b = 0; b < NB; ++b) {
@@ -206,39 +194,52 @@ struct DwCL {
     }
   }
 
+  // PB pixels from ow: full channel vectors through block_px, the channel tail pixel by pixel.
+  template <int PB, bool EDGE>
+  inline void pixels(const scalar_t* xb, scalar_t* yp, int64_t kh0, int64_t kh1, int64_t ih0, int64_t iw0,
+                     acc_t* sums, const scalar_t* zeros) const {
+    const int64_t C = s.C, K = s.K;
+    int64_t c = 0;
+    for (; c + 2 * L <= C; c += 2 * L) block_px<PB, 2, EDGE>(xb, yp, c, kh0, kh1, ih0, iw0, sums, zeros);
+    for (; c + L <= C; c += L) block_px<PB, 1, EDGE>(xb, yp, c, kh0, kh1, ih0, iw0, sums, zeros);
+    if (c < C)
+      for (int p = 0; p < PB; ++p) {
+        const int64_t iw = iw0 + p * s.stride;
+        const int64_t kw0 = std::max<int64_t>(0, -iw), kw1 = std::min<int64_t>(K, s.W - iw);
+        tail(xb, yp + p * ys.w, c, C - c, kh0, kh1, kw0, kw1, ih0, iw, sums);
+      }
+  }
+
   // output rows [r0, r1) of the flattened (n, oh); sums: this chunk's (N, C) partial sums.
   void rows(int64_t r0, int64_t r1, acc_t* sums) const {
     const int64_t C = s.C, K = s.K;
+    static thread_local std::vector<scalar_t> zero_vec;
+    if (static_cast<int64_t>(zero_vec.size()) < C) zero_vec.assign(C, scalar_t(0));
+    const scalar_t* zeros = zero_vec.data();
+    // interior columns: every kw tap inside the image
+    const int64_t ow_lo = std::min<int64_t>(s.OW, (s.pad + s.stride - 1) / s.stride);
+    const int64_t ow_hi = std::max<int64_t>(ow_lo, std::min<int64_t>(s.OW, (s.W - K + s.pad) / s.stride + 1));
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = r / s.OH, oh = r % s.OH;
       const int64_t ih0 = oh * s.stride - s.pad;
       const int64_t kh0 = std::max<int64_t>(0, -ih0), kh1 = std::min<int64_t>(K, s.H - ih0);
       const scalar_t* xb = x + n * xs.n;
       acc_t* sn = SUMS ? sums + n * C : nullptr;
-      // interior columns: every kw tap inside the image
-      const int64_t ow_lo = std::min<int64_t>(s.OW, (s.pad + s.stride - 1) / s.stride);
-      const int64_t ow_hi = std::max<int64_t>(ow_lo, std::min<int64_t>(s.OW, (s.W - K + s.pad) / s.stride + 1));
-      constexpr int PB = 4;
-      for (int64_t ow = 0; ow < s.OW; ++ow) {
-        if (ow >= ow_lo && ow + PB <= ow_hi) {
-          const int64_t iw0 = ow * s.stride - s.pad;
-          scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
-          int64_t c = 0;
-          for (; c + 2 * L <= C; c += 2 * L) block_px<PB, 2>(xb, yp, c, kh0, kh1, ih0, iw0, sn);
-          for (; c + L <= C; c += L) block_px<PB, 1>(xb, yp, c, kh0, kh1, ih0, iw0, sn);
-          if (c < C)
-            for (int p = 0; p < PB; ++p)
-              block<1, true>(xb, yp + p * ys.w, c, C - c, kh0, kh1, 0, K, ih0, iw0 + p * s.stride, sn);
-          ow += PB - 1;
-          continue;
-        }
+      // blocks of 4 pixels (then 2, 1); blocks reaching past the interior read zeros for the outside taps
+      for (int64_t ow = 0; ow < s.OW;) {
+        const int64_t pb = s.OW - ow >= 4 ? 4 : s.OW - ow >= 2 ? 2 : 1;
+        const bool edge = ow < ow_lo || ow + pb > ow_hi;
         const int64_t iw0 = ow * s.stride - s.pad;
-        const int64_t kw0 = std::max<int64_t>(0, -iw0), kw1 = std::min<int64_t>(K, s.W - iw0);
         scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
-        int64_t c = 0;
-        for (; c + 4 * L <= C; c += 4 * L) block<4, false>(xb, yp, c, 4 * L, kh0, kh1, kw0, kw1, ih0, iw0, sn);
-        for (; c + L <= C; c += L) block<1, false>(xb, yp, c, L, kh0, kh1, kw0, kw1, ih0, iw0, sn);
-        if (c < C) block<1, true>(xb, yp, c, C - c, kh0, kh1, kw0, kw1, ih0, iw0, sn);
+        if (pb == 4) {
+          if (edge) pixels<4, true>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
+          else pixels<4, false>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
+        } else if (pb == 2) {
+          pixels<2, true>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
+        } else {
+          pixels<1, true>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
+        }
+        ow += pb;
       }
     }
   }

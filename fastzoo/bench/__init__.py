@@ -8,7 +8,7 @@ import torch
 
 import fastzoo
 
-from . import report, timing, variants as variants_mod
+from . import malloc, report, timing, variants as variants_mod
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_COMPARE = "reference,fused,compile,onnxruntime"
@@ -39,6 +39,9 @@ def parser():
                    help="each fused op on MobileNet/EfficientNet block shapes vs the eager chain and torch.compile, "
                         "with GB/s and the ratio to this machine's copy time")
     p.add_argument("--no-compile", action="store_true", help="with --ops: skip torch.compile of the eager chain")
+    p.add_argument("--malloc-trim", action="store_true",
+                   help="leave glibc malloc returning freed memory to the OS (default: kept, as jemalloc/tcmalloc "
+                        "would; otherwise every variant pays page faults on buffers another one freed)")
     return p
 
 
@@ -158,6 +161,9 @@ def main(argv=None) -> int:
             return 2
     if args.analytic:
         return run_analytic(args, batches, dtype)
+    allocator = None if args.malloc_trim else malloc.keep_freed_memory()
+    if allocator:
+        print(allocator)
     if args.ops:
         from . import ops_bench
         with torch.inference_mode():
@@ -166,7 +172,8 @@ def main(argv=None) -> int:
         print(f"copy bandwidth here: {bw['l2_sized_512KiB']:.1f} GB/s (512 KiB), {bw['dram_sized_256MiB']:.1f} GB/s "
               f"(256 MiB)")
         if args.json:
-            report.write_json(args.json, {"args": vars(args), "machine": report.machine(), **result})
+            report.write_json(args.json, {"args": vars(args), "machine": {**report.machine(), "allocator": allocator},
+                                          **result})
             print(f"wrote {args.json}")
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -184,7 +191,7 @@ def main(argv=None) -> int:
                 skipped.update({f"{name} batch {batch} {k}": v for k, v in s.items()})
                 if bar:
                     bar.remove_task(task)
-    info = report.machine()
+    info = {**report.machine(), "allocator": allocator}
     title = (f"fastzoo bench: {args.device} {args.dtype} {args.img_size}x{args.img_size}, "
              f"{info['threads']} threads, {info['cpu'] if args.device == 'cpu' else info['gpu']}")
     report.print_table(rows, title)

@@ -63,9 +63,11 @@ def test_training_loss_and_gradients_equal_torchvision(name):
     torch.testing.assert_close(loss_fz, loss_tv, rtol=1e-4, atol=1e-6)
     tv_grads = {n: p.grad for n, p in tv.named_parameters()}
     # Some true gradients are ~0 (a BN shift followed by another BN): compare against the model's scale too.
+    # 3e-5 of it: float32 summation order alone (the SE FCs as GEMMs instead of dot products) moved
+    # efficientnet_b0's worst depthwise-weight gradient to 1.3e-5 of the scale; a wrong gradient is off by O(1).
     scale = max(g.abs().max().item() for g in tv_grads.values())
     for n, p in fz.named_parameters():
-        torch.testing.assert_close(p.grad, tv_grads[n], rtol=1e-4, atol=1e-5 * scale, msg=n)
+        torch.testing.assert_close(p.grad, tv_grads[n], rtol=1e-4, atol=3e-5 * scale, msg=n)
 
 
 def test_compile_and_export_whole_fused_model():
@@ -104,8 +106,10 @@ def test_onnx_export_and_onnxruntime():
 
 def test_bad_input_is_named():
     fz = fastzoo.mobilenetv3_small().eval()
-    with pytest.raises(RuntimeError, match="channels"):
+    with pytest.raises((RuntimeError, ValueError), match="input x has 4 channels"):
         fz(torch.randn(1, 4, 32, 32))
+    with torch.no_grad(), pytest.raises((RuntimeError, ValueError), match="input x has 4 channels"):
+        fz(torch.randn(1, 4, 32, 32))  # the one-call BlockChain path
     with pytest.raises((RuntimeError, ValueError), match="4"):
         fz(torch.randn(3, 32, 32))
     with pytest.raises((RuntimeError, TypeError), match="(?i)float"):

@@ -60,7 +60,7 @@ def _autocast(x, args):
     return cast(x), tuple(cast(a) for a in args)
 
 
-def _call(name, x, args, trusted=False):
+def _call(name, x, args):
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         x, args = _autocast(x, args)
@@ -68,8 +68,6 @@ def _call(name, x, args, trusted=False):
         # The C++ ops check every argument themselves (TORCH_CHECK, same wording), so the Python checks
         # (~7 us, which matters at batch 1) run only when the op refused its arguments: they raise the
         # ValueError / TypeError that names the argument; anything they accept is re-raised as it was.
-        if trusted:
-            return _cpp_op(name)(x, *args)
         try:
             return _cpp_op(name)(x, *args)
         except RuntimeError:
@@ -81,7 +79,7 @@ def _call(name, x, args, trusted=False):
 
 def run(name: str, x, *args):
     """What the fastzoo layers call: op `name` on the current backend, positional arguments as the schema's."""
-    return _call(name, x, args, trusted=True)
+    return _call(name, x, args)
 
 
 def dwconv_bn_act(x, weight, scale, shift, stride=1, padding=-1, act="identity"):

@@ -70,6 +70,8 @@ def test_dtypes(impl, dtype):
 def test_explicit_padding(impl):
     run_case(impl, 2, 8, 10, 10, 3, 1, "relu", "nchw", padding=0)
     run_case(impl, 2, 8, 10, 10, 3, 2, "relu", "channels_last", padding=2)
+    for pad in (0, 1, 2):  # stride 2 on rows long enough for the vector deinterleave, each pad parity
+        run_case(impl, 1, 3, 9, 37, 3, 2, "relu", "nchw", padding=pad)
 
 
 

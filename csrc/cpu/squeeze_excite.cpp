@@ -302,7 +302,7 @@ bool se_means_fast(const at::Tensor& x, at::Tensor& m) {
       const int64_t HW = H * W;
       // contiguous float planes: eight at a time, one accumulator each (no dependency chain of adds), the
       // eight sums reduced together
-      const bool by8 = std::is_same_v<scalar_t, float> && FZ_AVX2 && flat && sc == HW && sn == C * HW;
+      const bool by8 = std::is_same_v<scalar_t, float> && x.is_contiguous();
       at::parallel_for(0, N * C, std::max<int64_t>(8, 16384 / std::max<int64_t>(1, HW)), [&](int64_t b, int64_t e) {
         int64_t i = b;
         if (by8)  // scalar_t is float (the casts only make the other types compile)
@@ -350,7 +350,7 @@ bool se_apply_fast(const at::Tensor& x, const at::Tensor& g, at::Tensor& out) {
     const acc_t* gp = g.const_data_ptr<acc_t>();
     if (cl) {
       const int64_t P = N * H * W, HW = H * W;
-      const bool dense = sw == C && sh == W * C && sn == HW * C;  // x laid out as out: pixel p at p * C
+      const bool dense = x.is_contiguous(at::MemoryFormat::ChannelsLast);  // as out: pixel p at p * C
       at::parallel_for(0, P, std::max<int64_t>(1, 8192 / C), [&](int64_t b, int64_t e) {
         for (int64_t p = b; p < e; ++p) {
           const int64_t n = p / HW;  // one division per pixel, not three (they cost as much as 30 vectors)
@@ -364,7 +364,7 @@ bool se_apply_fast(const at::Tensor& x, const at::Tensor& g, at::Tensor& out) {
       });
     } else {
       const bool flat = H == 1 || sh == W;
-      const bool contiguous = flat && sc == H * W && sn == C * H * W;
+      const bool contiguous = x.is_contiguous();
       at::parallel_for(0, N * C, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, H * W)), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           const scalar_t* xb = contiguous ? xp + i * H * W : xp + (i / C) * sn + (i % C) * sc;

@@ -279,6 +279,23 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
   });
 }
 
+// dst[0:roundup(n, 8)] = x[0:n] then zeros: whole-vector stores (a 7-float row in scalars was a seventh of a
+// 7x7 plane's time), the tail by a masked load, which reads nothing past x[n - 1]. dst must have the room.
+inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
+  int64_t k = 0;
+#if FZ_AVX2
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(x + k));
+  if (k < n) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - k)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_storeu_ps(dst + k, _mm256_maskload_ps(x + k, mask));
+  }
+#else
+  for (; k < n; ++k) dst[k] = x[k];
+  for (; k % 8; ++k) dst[k] = 0.f;
+#endif
+}
+
 // even[k] = x[2k], odd[k] = x[2k + 1] for the W floats of x.
 inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd) {
   int64_t k = 0;
@@ -300,109 +317,171 @@ inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd)
 // NCHW output (contiguous); any input strides. Each thread packs a plane into its own zero-padded acc
 // scratch (columns split by phase, j % stride, so stride-2 taps are unit-stride loads); only the image cells
 // are rewritten per plane, so the padding is zeroed once per thread. Output rows are vectorized over W in
-// blocks of up to 2 rows x 4 vectors (4 rows x 2 on narrow planes): eight independent accumulators keep both
-// FMA pipes busy. S, the stride (1 or 2), is a constant: the tap offsets divide by it.
-template <typename scalar_t, Act A, int S>
-struct DwNCHW {
-  using acc_t = acc_of<scalar_t>;
-  using V = VecA<scalar_t>;
+// blocks of up to 2 rows x 4 vectors (4 rows x 2 on narrow planes, 8 x 1 on 7x7): eight independent
+// accumulators keep both FMA pipes busy. The stride S and, when it is 3, 5 or 7, the kernel size KT (0: read K) are constants: the
+// tap offsets divide by S, and with a run-time tap loop the compiler kept the accumulators on the stack, a
+// store-to-load chain per FMA (576x7x7 k5 ran at a fifth of its FMA rate). The taps write conv * scale + shift
+// in the accumulate type; the activation is a second pass over the plane while it is in L1, so that the
+// unrolled tap code is instantiated per accumulate type, stride and kernel size only, not per activation and
+// storage type too (which made this file a 16-minute, 300 MB compile).
+template <typename acc_t, int S, int KT>
+struct DwTaps {
+  using V = Vectorized<acc_t>;
   static constexpr int64_t L = V::size();
-
-  const scalar_t* x;
-  Strides4 xs;
-  const acc_t* w;  // (C, K*K)
-  const acc_t* sc;
-  const acc_t* sh;
-  scalar_t* y;  // contiguous (N, C, OH, OW)
-  DwShape s;
-  int64_t RW;  // width of one phase row of the scratch
-
-  int64_t plane_size() const { return (s.H + 2 * s.pad) * S * RW; }
-
-  void pack(const scalar_t* xb, acc_t* buf) const {
-    const int64_t W = s.W, pad = s.pad, sxw = xs.w;
-    for (int64_t ih = 0; ih < s.H; ++ih) {
-      acc_t* row = buf + (ih + pad) * S * RW;
-      const scalar_t* xr = xb + ih * xs.h;
-      if constexpr (S == 2 && std::is_same_v<scalar_t, float> && FZ_AVX2) {
-        if (sxw == 1) {  // the scalar stride-2 gather was most of a 112x112 plane's time
-          deinterleave_row(xr, W, row + (pad & 1) * RW + pad / 2, row + ((pad + 1) & 1) * RW + (pad + 1) / 2);
-          continue;
-        }
-      }
-      for (int64_t p = 0; p < S; ++p) {
-        const int64_t iw0 = ((p - pad) % S + S) % S;  // first column whose padded index is in phase p
-        if (iw0 >= W) continue;
-        acc_t* dst = row + p * RW + (iw0 + pad) / S;
-        const scalar_t* src = xr + iw0 * sxw;
-        const int64_t n = (W - iw0 + S - 1) / S, step = S * sxw;
-        if (step == 1)
-          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k]);
-        else if (step == 2)
-          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[2 * k]);
-        else
-          for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k * step]);
-      }
-    }
-  }
+  int64_t K, RW, OH, OW;  // RW: width of one phase row of the scratch
 
   // R output rows from oh, NB vectors from ow; the last vector holds `last` (<= L) columns.
   template <int R, int NB>
-  inline void block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, scalar_t* yb, int64_t oh, int64_t ow,
+  inline void block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, acc_t* z, int64_t oh, int64_t ow,
                     int64_t last) const {
-    const int64_t K = s.K;
-    V acc[R][NB];
-    for (int r = 0; r < R; ++r)
-      for (int b = 0; b < NB; ++b) acc[r][b] = V(acc_t(0));
-    for (int64_t kh = 0; kh < K; ++kh) {
-      for (int64_t kw = 0; kw < K; ++kw) {
-        const V wk(wc[kh * K + kw]);
+    const int64_t k = KT ? KT : K;
+    // Fewer than 8 accumulators cannot cover the FMA latency: then even and odd kernel rows sum apart.
+    constexpr int P = (KT && R * NB <= 4) ? 2 : 1;
+    V acc[P][R][NB];
+    for (int p = 0; p < P; ++p)
+      for (int r = 0; r < R; ++r)
+        for (int b = 0; b < NB; ++b) acc[p][r][b] = V(acc_t(0));
+#pragma GCC unroll 7
+    for (int64_t kh = 0; kh < k; ++kh) {
+#pragma GCC unroll 7
+      for (int64_t kw = 0; kw < k; ++kw) {
+        const V wk(wc[kh * k + kw]);
         const int64_t off = (kw % S) * RW + kw / S + ow;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const acc_t* q = buf + ((oh + r) * S + kh) * S * RW + off;
 #pragma GCC unroll 4
-          for (int b = 0; b < NB; ++b) acc[r][b] = at::vec::fmadd(V::loadu(q + b * L), wk, acc[r][b]);
+          for (int b = 0; b < NB; ++b)
+            acc[kh % P][r][b] = at::vec::fmadd(V::loadu(q + b * L), wk, acc[kh % P][r][b]);
         }
       }
     }
     const V vs(vsc), vh(vsh);
     for (int r = 0; r < R; ++r) {
-      scalar_t* yr = yb + (oh + r) * s.OW + ow;
+      acc_t* zr = z + (oh + r) * OW + ow;
       for (int b = 0; b < NB; ++b) {
-        const V v = vact<A>(at::vec::fmadd(acc[r][b], vs, vh));
-        if (b == NB - 1 && last < L) vstore(yr + b * L, v, last);
-        else vstore(yr + b * L, v);
+        V sum = acc[0][r][b];
+        if constexpr (P == 2) sum = sum + acc[1][r][b];
+        const V v = at::vec::fmadd(sum, vs, vh);
+        if (b == NB - 1 && last < L) store_n(zr + b * L, v, last);
+        else v.store(zr + b * L);
       }
     }
   }
 
   template <int R>
-  inline void row_block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, scalar_t* yb, int64_t oh) const {
+  inline void row_block(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, acc_t* z, int64_t oh) const {
     constexpr int NBMAX = 4;
-    for (int64_t ow = 0; ow < s.OW; ow += NBMAX * L) {
-      const int64_t cols = std::min<int64_t>(NBMAX * L, s.OW - ow);
+    for (int64_t ow = 0; ow < OW; ow += NBMAX * L) {
+      const int64_t cols = std::min<int64_t>(NBMAX * L, OW - ow);
       const int64_t nb = (cols + L - 1) / L, last = cols - (nb - 1) * L;
       switch (nb) {
-        case 4: block<R, 4>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
-        case 3: block<R, 3>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
-        case 2: block<R, 2>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
-        default: block<R, 1>(buf, wc, vsc, vsh, yb, oh, ow, last); break;
+        case 4: block<R, 4>(buf, wc, vsc, vsh, z, oh, ow, last); break;
+        case 3: block<R, 3>(buf, wc, vsc, vsh, z, oh, ow, last); break;
+        case 2: block<R, 2>(buf, wc, vsc, vsh, z, oh, ow, last); break;
+        default: block<R, 1>(buf, wc, vsc, vsh, z, oh, ow, last); break;
       }
     }
   }
 
-  void plane(int64_t n, int64_t c, acc_t* buf) const {
-    pack(x + n * xs.n + c * xs.c, buf);
-    const acc_t* wc = w + c * s.K * s.K;
-    scalar_t* yb = y + (n * s.C + c) * s.OH * s.OW;
+  // z (OH x OW) = conv(buf, wc) * vsc + vsh
+  void plane(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, acc_t* z) const {
     int64_t oh = 0;
-    if (s.OW <= 2 * L)  // narrow planes: 4 rows for 8 accumulators
-      for (; oh + 4 <= s.OH; oh += 4) row_block<4>(buf, wc, sc[c], sh[c], yb, oh);
-    for (; oh + 2 <= s.OH; oh += 2) row_block<2>(buf, wc, sc[c], sh[c], yb, oh);
-    if (oh < s.OH) row_block<1>(buf, wc, sc[c], sh[c], yb, oh);
+    if (OW <= L) {  // one vector per row (7x7): up to 8 rows at once, each its own accumulator
+      for (; oh < OH; oh += 8) {
+        switch (std::min<int64_t>(8, OH - oh)) {
+          case 8: block<8, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 7: block<7, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 6: block<6, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 5: block<5, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 4: block<4, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 3: block<3, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          case 2: block<2, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+          default: block<1, 1>(buf, wc, vsc, vsh, z, oh, 0, OW); break;
+        }
+      }
+      return;
+    }
+    if (OW <= 2 * L)  // narrow planes: 4 rows for 8 accumulators
+      for (; oh + 4 <= OH; oh += 4) row_block<4>(buf, wc, vsc, vsh, z, oh);
+    for (; oh + 2 <= OH; oh += 2) row_block<2>(buf, wc, vsc, vsh, z, oh);
+    if (oh < OH) row_block<1>(buf, wc, vsc, vsh, z, oh);
   }
 };
+
+// y[0:n] = act(z[0:n]), z in the accumulate type (y may alias z).
+template <Act A, typename scalar_t>
+void act_span(const acc_of<scalar_t>* z, scalar_t* y, int64_t n) {
+  using V = VecA<scalar_t>;
+  constexpr int64_t L = V::size();
+  int64_t i = 0;
+  for (; i + L <= n; i += L) vstore(y + i, vact<A>(V::loadu(z + i)));
+  if (i < n) vstore(y + i, vact<A>(V::loadu(z + i, n - i)), n - i);
+}
+
+template <typename scalar_t, int S>
+void pack_plane(const scalar_t* xb, Strides4 xs, const DwShape& s, int64_t RW, acc_of<scalar_t>* buf) {
+  using acc_t = acc_of<scalar_t>;
+  const int64_t W = s.W, pad = s.pad, sxw = xs.w;
+  for (int64_t ih = 0; ih < s.H; ++ih) {
+    acc_t* row = buf + (ih + pad) * S * RW;
+    const scalar_t* xr = xb + ih * xs.h;
+    if constexpr (S == 2 && std::is_same_v<scalar_t, float> && FZ_AVX2) {
+      if (sxw == 1) {  // the scalar stride-2 gather was most of a 112x112 plane's time
+        deinterleave_row(xr, W, row + (pad & 1) * RW + pad / 2, row + ((pad + 1) & 1) * RW + (pad + 1) / 2);
+        continue;
+      }
+    }
+    if constexpr (S == 1 && std::is_same_v<scalar_t, float>) {
+      if (sxw == 1) {  // the zeros past the row land in its right padding or the next row's left: both zero
+        copy_row_zero_tail(xr, W, row + pad);
+        continue;
+      }
+    }
+    for (int64_t p = 0; p < S; ++p) {
+      const int64_t iw0 = ((p - pad) % S + S) % S;  // first column whose padded index is in phase p
+      if (iw0 >= W) continue;
+      acc_t* dst = row + p * RW + (iw0 + pad) / S;
+      const scalar_t* src = xr + iw0 * sxw;
+      const int64_t n = (W - iw0 + S - 1) / S, step = S * sxw;
+      if (step == 1)
+        for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k]);
+      else if (step == 2)
+        for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[2 * k]);
+      else
+        for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<acc_t>(src[k * step]);
+    }
+  }
+}
+
+template <typename scalar_t, int S, int KT>
+void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, const acc_of<scalar_t>* sc,
+                    const acc_of<scalar_t>* sh, scalar_t* y, const DwShape& s, int64_t RW, Act act) {
+  using acc_t = acc_of<scalar_t>;
+  constexpr int64_t L = Vectorized<acc_t>::size();
+  constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;  // the taps write straight into y
+  const DwTaps<acc_t, S, KT> taps{s.K, RW, s.OH, s.OW};
+  // + L: room for copy_row_zero_tail's whole-vector tail past the last row
+  const int64_t plane_size = (s.H + 2 * s.pad) * S * RW + L, out_size = s.OH * s.OW;
+  // the activation runs once per group of consecutive planes (contiguous in y): per 7x7 plane, its tail
+  // handling cost as much as its arithmetic
+  const int64_t group = std::max<int64_t>(1, 2048 / out_size);
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, out_size * s.K * s.K));
+  at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
+    std::vector<acc_t> buf(plane_size + (in_place ? 0 : group * out_size), acc_t(0));
+    for (int64_t g = b; g < e; g += group) {
+      const int64_t g_end = std::min(e, g + group);
+      acc_t* zg = in_place ? reinterpret_cast<acc_t*>(y + g * out_size) : buf.data() + plane_size;
+      for (int64_t i = g; i < g_end; ++i) {
+        const int64_t n = i / s.C, c = i % s.C;
+        pack_plane<scalar_t, S>(x + n * xs.n + c * xs.c, xs, s, RW, buf.data());
+        taps.plane(buf.data(), w + c * s.K * s.K, sc[c], sh[c], zg + (i - g) * out_size);
+      }
+      if (!in_place || act != Act::Identity)
+        with_act(act, [&](auto A) { act_span<decltype(A)::value>(zg, y + g * out_size, (g_end - g) * out_size); });
+    }
+  });
+}
 
 template <typename scalar_t>
 void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, const at::Tensor& sh, DwShape s,
@@ -413,21 +492,25 @@ void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
   const int64_t OWr = (s.OW + L - 1) / L * L;
   const int64_t RW = OWr + (s.K - 1) / s.stride + 1;
   const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
-  with_act(act, [&](auto A) {
-    constexpr Act a = decltype(A)::value;
-    auto run = [&](auto k) {
-      const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, s.OH * s.OW * s.K * s.K));
-      at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
-        std::vector<acc_t> buf(k.plane_size(), acc_t(0));
-        for (int64_t i = b; i < e; ++i) k.plane(i / s.C, i % s.C, buf.data());
-      });
-    };
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const acc_t *wp = wa.const_data_ptr<acc_t>(), *scp = sc.const_data_ptr<acc_t>(), *shp = sh.const_data_ptr<acc_t>();
-    scalar_t* yp = out.data_ptr<scalar_t>();
-    if (s.stride == 1) run(DwNCHW<scalar_t, a, 1>{xp, xs, wp, scp, shp, yp, s, RW});
-    else run(DwNCHW<scalar_t, a, 2>{xp, xs, wp, scp, shp, yp, s, RW});
-  });
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const acc_t *wp = wa.const_data_ptr<acc_t>(), *scp = sc.const_data_ptr<acc_t>(), *shp = sh.const_data_ptr<acc_t>();
+  scalar_t* yp = out.data_ptr<scalar_t>();
+  auto run = [&](auto S, auto KT) {
+    dw_nchw_planes<scalar_t, decltype(S)::value, decltype(KT)::value>(xp, xs, wp, scp, shp, yp, s, RW, act);
+  };
+  auto run_k = [&](auto S) {
+    using I = std::integral_constant<int, 0>;
+    if constexpr (std::is_same_v<acc_t, float>) {  // double (fp64) keeps the run-time kernel size
+      switch (s.K) {
+        case 3: return run(S, std::integral_constant<int, 3>{});
+        case 5: return run(S, std::integral_constant<int, 5>{});
+        case 7: return run(S, std::integral_constant<int, 7>{});
+      }
+    }
+    run(S, I{});
+  };
+  if (s.stride == 1) run_k(std::integral_constant<int, 1>{});
+  else run_k(std::integral_constant<int, 2>{});
 }
 
 }  // namespace

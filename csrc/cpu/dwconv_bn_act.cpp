@@ -279,40 +279,36 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
   });
 }
 
-// dst[0:roundup(n, 8)] = x[0:n] then zeros: whole-vector stores (a 7-float row in scalars was a seventh of a
-// 7x7 plane's time), the tail by a masked load, which reads nothing past x[n - 1]. dst must have the room.
-inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
-  int64_t k = 0;
 #if FZ_AVX2
-  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(x + k));
-  if (k < n) {
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - k)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    _mm256_storeu_ps(dst + k, _mm256_maskload_ps(x + k, mask));
-  }
-#else
-  for (; k < n; ++k) dst[k] = x[k];
-  for (; k % 8; ++k) dst[k] = 0.f;
-#endif
+// Lanes [0, n) of x[0:8], zeros past them; reads nothing past x[n - 1].
+inline __m256 load_head(const float* x, int64_t n) {
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_maskload_ps(x, mask);
 }
 
-// even[k] = x[2k], odd[k] = x[2k + 1] for the W floats of x.
-inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd) {
+// dst[0:roundup(n, 8)] = x[0:n] then zeros: whole-vector stores (a 7-float row in scalars was a seventh of a
+// 7x7 plane's time), the tail by a masked load. dst must have the room.
+inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
   int64_t k = 0;
-#if FZ_AVX2
-  for (; 2 * k + 16 <= W; k += 8) {
-    const __m256 a = _mm256_loadu_ps(x + 2 * k), b = _mm256_loadu_ps(x + 2 * k + 8);
+  for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(x + k));
+  if (k < n) _mm256_storeu_ps(dst + k, load_head(x + k, n - k));
+}
+
+// even[k] = x[2k], odd[k] = x[2k + 1] for the W floats of x, then zeros up to a multiple of 8 (the scalar
+// tail was most of a 28-wide row's time): even and odd must have the room.
+inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd) {
+  for (int64_t k = 0; 2 * k < W; k += 8) {
+    const bool whole = 2 * k + 16 <= W;
+    const __m256 a = whole ? _mm256_loadu_ps(x + 2 * k) : load_head(x + 2 * k, W - 2 * k);
+    const __m256 b = whole ? _mm256_loadu_ps(x + 2 * k + 8) : load_head(x + 2 * k + 8, W - 2 * k - 8);
     // per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts a's pairs before b's
     const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
     _mm256_storeu_ps(even + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
     _mm256_storeu_ps(odd + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0))));
   }
-#endif
-  for (; 2 * k < W; ++k) {
-    even[k] = x[2 * k];
-    if (2 * k + 1 < W) odd[k] = x[2 * k + 1];
-  }
 }
+#endif
 
 // NCHW output (contiguous); any input strides. Each thread packs a plane into its own zero-padded acc
 // scratch (columns split by phase, j % stride, so stride-2 taps are unit-stride loads); only the image cells
@@ -320,15 +316,16 @@ inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd)
 // blocks of up to 2 rows x 4 vectors (4 rows x 2 on narrow planes, 8 x 1 on 7x7): eight independent
 // accumulators keep both FMA pipes busy. The stride S and, when it is 3, 5 or 7, the kernel size KT (0: read K) are constants: the
 // tap offsets divide by S, and with a run-time tap loop the compiler kept the accumulators on the stack, a
-// store-to-load chain per FMA (576x7x7 k5 ran at a fifth of its FMA rate). The taps write conv * scale + shift
-// in the accumulate type; the activation is a second pass over the plane while it is in L1, so that the
-// unrolled tap code is instantiated per accumulate type, stride and kernel size only, not per activation and
-// storage type too (which made this file a 16-minute, 300 MB compile).
+// store-to-load chain per FMA (576x7x7 k5 ran at a fifth of its FMA rate). The unrolled tap code is
+// instantiated per accumulate type, stride and kernel size only, not per activation and storage type too
+// (which made this file a 16-minute, 300 MB compile): the activation is a run-time switch per block, and
+// the 16-bit types go through an acc_t plane.
 template <typename acc_t, int S, int KT>
 struct DwTaps {
   using V = Vectorized<acc_t>;
   static constexpr int64_t L = V::size();
   int64_t K, RW, OH, OW;  // RW: width of one phase row of the scratch
+  Act act;  // applied by the taps' epilogue
 
   // R output rows from oh, NB vectors from ow; the last vector holds `last` (<= L) columns.
   template <int R, int NB>
@@ -357,16 +354,19 @@ struct DwTaps {
       }
     }
     const V vs(vsc), vh(vsh);
-    for (int r = 0; r < R; ++r) {
-      acc_t* zr = z + (oh + r) * OW + ow;
-      for (int b = 0; b < NB; ++b) {
-        V sum = acc[0][r][b];
-        if constexpr (P == 2) sum = sum + acc[1][r][b];
-        const V v = at::vec::fmadd(sum, vs, vh);
-        if (b == NB - 1 && last < L) store_n(zr + b * L, v, last);
-        else v.store(zr + b * L);
+    // a switch per block, not an activation template parameter: the taps are compiled once for all of them
+    with_act(act, [&](auto A) {
+      for (int r = 0; r < R; ++r) {
+        acc_t* zr = z + (oh + r) * OW + ow;
+        for (int b = 0; b < NB; ++b) {
+          V sum = acc[0][r][b];
+          if constexpr (P == 2) sum = sum + acc[1][r][b];
+          const V v = vact<decltype(A)::value>(at::vec::fmadd(sum, vs, vh));
+          if (b == NB - 1 && last < L) store_n(zr + b * L, v, last);
+          else v.store(zr + b * L);
+        }
       }
-    }
+    });
   }
 
   template <int R>
@@ -384,7 +384,7 @@ struct DwTaps {
     }
   }
 
-  // z (OH x OW) = conv(buf, wc) * vsc + vsh
+  // z (OH x OW) = act(conv(buf, wc) * vsc + vsh)
   void plane(const acc_t* buf, const acc_t* wc, acc_t vsc, acc_t vsh, acc_t* z) const {
     int64_t oh = 0;
     if (OW <= L) {  // one vector per row (7x7): up to 8 rows at once, each its own accumulator
@@ -426,18 +426,19 @@ void pack_plane(const scalar_t* xb, Strides4 xs, const DwShape& s, int64_t RW, a
   for (int64_t ih = 0; ih < s.H; ++ih) {
     acc_t* row = buf + (ih + pad) * S * RW;
     const scalar_t* xr = xb + ih * xs.h;
-    if constexpr (S == 2 && std::is_same_v<scalar_t, float> && FZ_AVX2) {
-      if (sxw == 1) {  // the scalar stride-2 gather was most of a 112x112 plane's time
+#if FZ_AVX2
+    // whole-vector row copies (RW leaves them the room; what they write past the row is zero, as the padding)
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (sxw == 1 && S == 2) {  // the scalar stride-2 gather was most of a 112x112 plane's time
         deinterleave_row(xr, W, row + (pad & 1) * RW + pad / 2, row + ((pad + 1) & 1) * RW + (pad + 1) / 2);
         continue;
       }
-    }
-    if constexpr (S == 1 && std::is_same_v<scalar_t, float>) {
-      if (sxw == 1) {  // the zeros past the row land in its right padding or the next row's left: both zero
+      if (sxw == 1 && S == 1) {
         copy_row_zero_tail(xr, W, row + pad);
         continue;
       }
     }
+#endif
     for (int64_t p = 0; p < S; ++p) {
       const int64_t iw0 = ((p - pad) % S + S) % S;  // first column whose padded index is in phase p
       if (iw0 >= W) continue;
@@ -458,14 +459,13 @@ template <typename scalar_t, int S, int KT>
 void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, const acc_of<scalar_t>* sc,
                     const acc_of<scalar_t>* sh, scalar_t* y, const DwShape& s, int64_t RW, Act act) {
   using acc_t = acc_of<scalar_t>;
-  constexpr int64_t L = Vectorized<acc_t>::size();
   constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;  // the taps write straight into y
-  const DwTaps<acc_t, S, KT> taps{s.K, RW, s.OH, s.OW};
-  // + L: room for copy_row_zero_tail's whole-vector tail past the last row
-  const int64_t plane_size = (s.H + 2 * s.pad) * S * RW + L, out_size = s.OH * s.OW;
-  // the activation runs once per group of consecutive planes (contiguous in y): per 7x7 plane, its tail
-  // handling cost as much as its arithmetic
-  const int64_t group = std::max<int64_t>(1, 2048 / out_size);
+  // float: the taps apply the activation and write y; else they write acc_t planes, which act_span converts
+  // per group of consecutive planes (contiguous in y): per 7x7 plane, its tail handling cost as much as
+  // its arithmetic
+  const DwTaps<acc_t, S, KT> taps{s.K, RW, s.OH, s.OW, in_place ? act : Act::Identity};
+  const int64_t plane_size = (s.H + 2 * s.pad) * S * RW, out_size = s.OH * s.OW;
+  const int64_t group = in_place ? 1 : std::max<int64_t>(1, 2048 / out_size);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, out_size * s.K * s.K));
   at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
     std::vector<acc_t> buf(plane_size + (in_place ? 0 : group * out_size), acc_t(0));
@@ -477,7 +477,7 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
         pack_plane<scalar_t, S>(x + n * xs.n + c * xs.c, xs, s, RW, buf.data());
         taps.plane(buf.data(), w + c * s.K * s.K, sc[c], sh[c], zg + (i - g) * out_size);
       }
-      if (!in_place || act != Act::Identity)
+      if (!in_place)
         with_act(act, [&](auto A) { act_span<decltype(A)::value>(zg, y + g * out_size, (g_end - g) * out_size); });
     }
   });
@@ -489,8 +489,11 @@ void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
   using acc_t = acc_of<scalar_t>;
   constexpr int64_t L = VecA<scalar_t>::size();
   const at::Tensor wa = weight.reshape({s.C, s.K * s.K}).to(sc.scalar_type()).contiguous();
-  const int64_t OWr = (s.OW + L - 1) / L * L;
-  const int64_t RW = OWr + (s.K - 1) / s.stride + 1;
+  const auto round_up = [](int64_t v) { return (v + L - 1) / L * L; };
+  // a phase row holds the taps of the widest output block, and pack_plane's whole vectors from the row's
+  // first image cell
+  const int64_t RW = std::max(round_up(s.OW) + (s.K - 1) / s.stride + 1,
+                              (s.pad + s.stride - 1) / s.stride + round_up((s.W + s.stride - 1) / s.stride));
   const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const acc_t *wp = wa.const_data_ptr<acc_t>(), *scp = sc.const_data_ptr<acc_t>(), *shp = sh.const_data_ptr<acc_t>();

@@ -44,6 +44,15 @@ def test_wide_rows(impl, k, stride, fmt):
     run_case(impl, 2, 5, 37, 75, k, stride, "hardswish", fmt)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 1), (7, 1), (3, 2), (5, 2)])
+def test_narrow_planes_every_height(impl, k, stride, dtype):
+    """NCHW planes one vector wide, 1-9 output rows (the kernel's 8-row blocks and their tails; 16-bit types
+    through its float plane and the separate activation pass)."""
+    for rows in range(1, 10):
+        run_case(impl, 2, 3, (rows - 1) * stride + 1, 7, k, stride, "hardswish", "nchw", dtype, padding=k // 2)
+
+
 @pytest.mark.parametrize("fmt", ["nchw", "channels_last"])
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_nan_propagates(impl, act, fmt):

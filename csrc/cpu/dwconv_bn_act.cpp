@@ -314,12 +314,12 @@ inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd)
 // scratch (columns split by phase, j % stride, so stride-2 taps are unit-stride loads); only the image cells
 // are rewritten per plane, so the padding is zeroed once per thread. Output rows are vectorized over W in
 // blocks of up to 2 rows x 4 vectors (4 rows x 2 on narrow planes, 8 x 1 on 7x7): eight independent
-// accumulators keep both FMA pipes busy. The stride S and, when it is 3, 5 or 7, the kernel size KT (0: read K) are constants: the
-// tap offsets divide by S, and with a run-time tap loop the compiler kept the accumulators on the stack, a
-// store-to-load chain per FMA (576x7x7 k5 ran at a fifth of its FMA rate). The unrolled tap code is
-// instantiated per accumulate type, stride and kernel size only, not per activation and storage type too
-// (which made this file a 16-minute, 300 MB compile): the activation is a run-time switch per block, and
-// the 16-bit types go through an acc_t plane.
+// accumulators keep both FMA pipes busy. The stride S and, when it is 3, 5 or 7, the kernel size KT (0: read
+// K) are constants: the tap offsets divide by S, and with a run-time tap loop the compiler kept the
+// accumulators on the stack, a store-to-load chain per FMA (576x7x7 k5 ran at a fifth of its FMA rate). The
+// unrolled taps are instantiated per accumulate type, stride and kernel size only, not per activation and
+// storage type too (which made this file a 16-minute, 300 MB compile): the activation is a run-time switch
+// per block, and the 16-bit types go through an acc_t plane.
 template <typename acc_t, int S, int KT>
 struct DwTaps {
   using V = Vectorized<acc_t>;
@@ -471,7 +471,9 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
     std::vector<acc_t> buf(plane_size + (in_place ? 0 : group * out_size), acc_t(0));
     for (int64_t g = b; g < e; g += group) {
       const int64_t g_end = std::min(e, g + group);
-      acc_t* zg = in_place ? reinterpret_cast<acc_t*>(y + g * out_size) : buf.data() + plane_size;
+      acc_t* zg;
+      if constexpr (in_place) zg = y + g * out_size;
+      else zg = buf.data() + plane_size;
       for (int64_t i = g; i < g_end; ++i) {
         const int64_t n = i / s.C, c = i % s.C;
         pack_plane<scalar_t, S>(x + n * xs.n + c * xs.c, xs, s, RW, buf.data());

@@ -87,6 +87,28 @@ def test_fold_is_cached_and_invalidated():
         torch.set_grad_enabled(True)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["C++ key", "Python key"])
+def test_fold_cache_key(monkeypatch, compiled):
+    """The key changes with an in-place update or new storage, not with a read; None is skipped and
+    inference tensors (no version counter) count as version 0, in the C++ key and the Python fallback."""
+    from fastzoo import _ext
+    from fastzoo.layers.bn_fold import FoldCache
+    if not compiled:
+        monkeypatch.setattr(_ext, "loaded", lambda: False)
+    elif not _ext.loaded():
+        pytest.skip("extension not built")
+    a, b = torch.randn(3), torch.randn(4)
+    key = FoldCache._key_of((a, None, b))
+    assert FoldCache._key_of((a, None, b)) == key and FoldCache._key_of((a, b)) == key
+    b.add_(1)
+    assert FoldCache._key_of((a, None, b)) != key
+    assert FoldCache._key_of((a.clone(), None, b)) != FoldCache._key_of((a, None, b))
+    with torch.inference_mode():
+        c = torch.randn(2)
+    assert FoldCache._key_of((c,)) == FoldCache._key_of((c,))
+    assert FoldCache._key_of((c, a)) != FoldCache._key_of((a, c))
+
+
 def _check_fold_cache(layer):
     first = layer.folded()
     assert layer.folded() is first, "folded once per eval-mode module"

@@ -3,6 +3,8 @@ recomputed when any source tensor changes (in-place updates bump a tensor's _ver
 load_state_dict(assign=True) give new storage), and cleared by training."""
 import torch
 
+from .. import _ext
+
 
 def fold_bn(bn: torch.nn.BatchNorm2d, dtype=torch.float32):
     """(scale, shift) with bn(z) == z * scale + shift in eval mode, computed in float32."""
@@ -31,6 +33,8 @@ class FoldCache:
 
     @staticmethod
     def _key_of(tensors):
+        if _ext.loaded():
+            return _ext._C.version_key(tensors)
         # New storage (.to(), .half(), load_state_dict(assign=True), a reassigned parameter) moves data_ptr while
         # the old one is still alive, so (data_ptr, _version) also tells dtype and device changes apart.
         try:

@@ -280,19 +280,12 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
 }
 
 #if FZ_AVX2
-// Lanes [0, n) of x[0:8], zeros past them; reads nothing past x[n - 1].
-inline __m256 load_head(const float* x, int64_t n) {
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
-                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  return _mm256_maskload_ps(x, mask);
-}
-
 // dst[0:roundup(n, 8)] = x[0:n] then zeros: whole-vector stores (a 7-float row in scalars was a seventh of a
 // 7x7 plane's time), the tail by a masked load. dst must have the room.
 inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_loadu_ps(x + k));
-  if (k < n) _mm256_storeu_ps(dst + k, load_head(x + k, n - k));
+  if (k < n) _mm256_storeu_ps(dst + k, load_n(x + k, n - k));
 }
 
 // even[k] = x[2k], odd[k] = x[2k + 1] for the W floats of x, then zeros up to a multiple of 8 (the scalar
@@ -300,8 +293,8 @@ inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
 inline void deinterleave_row(const float* x, int64_t W, float* even, float* odd) {
   for (int64_t k = 0; 2 * k < W; k += 8) {
     const bool whole = 2 * k + 16 <= W;
-    const __m256 a = whole ? _mm256_loadu_ps(x + 2 * k) : load_head(x + 2 * k, W - 2 * k);
-    const __m256 b = whole ? _mm256_loadu_ps(x + 2 * k + 8) : load_head(x + 2 * k + 8, W - 2 * k - 8);
+    const __m256 a = whole ? _mm256_loadu_ps(x + 2 * k) : load_n(x + 2 * k, W - 2 * k);
+    const __m256 b = whole ? _mm256_loadu_ps(x + 2 * k + 8) : load_n(x + 2 * k + 8, W - 2 * k - 8);
     // per 128-bit half: [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit permute puts a's pairs before b's
     const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
     _mm256_storeu_ps(even + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0))));
@@ -416,7 +409,7 @@ void act_span(const acc_of<scalar_t>* z, scalar_t* y, int64_t n) {
   constexpr int64_t L = V::size();
   int64_t i = 0;
   for (; i + L <= n; i += L) vstore(y + i, vact<A>(V::loadu(z + i)));
-  if (i < n) vstore(y + i, vact<A>(V::loadu(z + i, n - i)), n - i);
+  if (i < n) vstore(y + i, vact<A>(vload(z + i, n - i)), n - i);
 }
 
 template <typename scalar_t, int S>

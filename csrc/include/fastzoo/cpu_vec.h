@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -83,10 +84,23 @@ inline VecA<T> vload(const T* p) {
   }
 }
 
+#if FZ_AVX2
+// Lanes [0, n) of p[0:8], zeros past them (n clamped to [0, 8]); reads nothing past p[n - 1]. A masked load
+// (unlike the masked store, not microcoded on AMD) instead of Vectorized::loadu(p, n)'s copy through memory.
+inline __m256 load_n(const float* p, int64_t n) {
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<int64_t>(n, 0, 8))),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_maskload_ps(p, mask);
+}
+#endif
+
 // Load n < size() elements, zero the rest.
 template <typename T>
 inline VecA<T> vload(const T* p, int64_t n) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+#if FZ_AVX2
+    if constexpr (std::is_same_v<T, float>) return load_n(p, n);
+#endif
     return VecA<T>::loadu(p, n);
   } else {
     constexpr int L = VecA<T>::size();

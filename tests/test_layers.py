@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 import fastzoo
-from fastzoo.layers import ConvBnAct, FusedMBConv, MBConv, SqueezeExcite, fold_bn
+from fastzoo import _ext, ops
+from fastzoo.layers import ConvBnAct, FusedMBConv, Linear, MBConv, SqueezeExcite, fold_bn
+from helpers import poison
 
 tv_mbv3 = pytest.importorskip("torchvision.models.mobilenetv3")
 tv_eff = pytest.importorskip("torchvision.models.efficientnet")
@@ -224,3 +226,37 @@ def test_autocast_bf16_runs_the_fused_ops(training):
         got.float().square().mean().backward()
         assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.isfinite().all()
                    for p in blk.parameters())
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("view", ["dense", "rows", "columns"])
+def test_linear_inference_runs_the_fused_op(monkeypatch, n, bias, view):
+    """fastzoo.layers.Linear is nn.Linear (same state_dict); float32 CPU inference goes through
+    pwconv_bn_act on (N, C, 1, 1) and gives F.linear's result; dense inputs, every other row, every other column."""
+    torch.manual_seed(0)
+    ref = nn.Linear(37, 1003, bias=bias)
+    lin = Linear(37, 1003, bias=bias).eval()
+    lin.load_state_dict(ref.state_dict())  # strict: same keys
+    wide = torch.randn(2 * n, 74)
+    x = {"dense": wide[:n, :37], "rows": wide[::2, :37], "columns": wide[:n, ::2]}[view]
+    calls = []
+    real = ops.run
+    monkeypatch.setattr(ops, "run", lambda name, *a: calls.append(name) or real(name, *a))
+    with torch.inference_mode():
+        poison("cpu", n * 1003)
+        got = lin(x)
+    torch.testing.assert_close(got, ref(x).detach(), rtol=1e-5, atol=1e-5)
+    assert calls == (["pwconv_bn_act"] if _ext.loaded() else [])
+
+
+def test_linear_training_and_autograd_are_nn_linear():
+    torch.manual_seed(0)
+    lin = Linear(12, 5)
+    x = torch.randn(4, 12, requires_grad=True)
+    lin(x).square().sum().backward()
+    want = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    torch.testing.assert_close(lin.eval()(x), want)  # eval with grad enabled: the plain path
+    assert lin.weight.grad is not None and x.grad is not None
+    with torch.no_grad(), fastzoo.backend("reference"):
+        torch.testing.assert_close(lin(x), want)

@@ -40,8 +40,11 @@ def test_activations(impl, act):
 
 # (1, 2, 1, 1, 1): one pixel whose NCHW strides say W-stride 1 < Cin, which BLAS rejects as a row stride (the
 # CPU once returned the epilogue of zeros there); the classifier-as-1x1 shape (1, 1280, 1000, 1, 1) likewise.
+# 1x1 maps with 1-2 rows run the CPU's matrix-vector kernel (four output channels per pass, a masked tail
+# of Cin), 3 or more its GEMM: Cin and Cout not multiples of 8 or 4.
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (1, 2, 1, 1, 1), (1, 1280, 1000, 1, 1), (1, 3, 5, 1, 17),
-                                   (3, 33, 7, 4, 5), (2, 96, 576, 7, 7)])
+                                   (3, 33, 7, 4, 5), (2, 96, 576, 7, 7), (2, 13, 7, 1, 1), (1, 577, 1003, 1, 1),
+                                   (3, 29, 11, 1, 1), (32, 37, 9, 1, 1)])
 def test_edge_shapes(impl, shape):
     n, cin, cout, h, w = shape
     run_case(impl, n, cin, cout, h, w, "relu6", "channels_last", with_residual=True)

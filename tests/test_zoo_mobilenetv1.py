@@ -33,7 +33,7 @@ def test_paper_parameter_count_and_options():
 
 def test_eval_runs_fused_ops(monkeypatch):
     calls = fused_calls(fastzoo.mobilenetv1(width_mult=0.25), torch.randn(1, 3, 32, 32), monkeypatch)
-    assert calls == {"fused_mbconv": 1, "dwconv_bn_act": 13, "pwconv_bn_act": 13}  # stem, 13 separable
+    assert calls == {"fused_mbconv": 1, "dwconv_bn_act": 13, "pwconv_bn_act": 14}  # stem, 13 separable, fc
 
 
 def test_bad_keys_name_the_key():

@@ -87,8 +87,8 @@ def test_fused_matches_reference_and_unfused(size, monkeypatch):
     if size == (32, 32):
         calls = fused_calls(m.eval(), x, monkeypatch)
         units = sum(isinstance(u, PreActBottleneck) for u in m.modules())
-        # conv1 + conv3 of every unit, stage1's stride-1 projection, the two 1x1 convs of the 3 mask heads
-        assert calls["pwconv_bn_act"] == 2 * units + 1 + 2 * 3
+        # conv1 + conv3 of every unit, stage1's stride-1 projection, the two 1x1 convs of the 3 mask heads, fc
+        assert calls["pwconv_bn_act"] == 2 * units + 1 + 2 * 3 + 1
 
 
 def test_train_mode_gradients_and_channels_last():

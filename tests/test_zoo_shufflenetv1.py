@@ -104,8 +104,8 @@ def test_fused_matches_reference_and_unfused(name, size, monkeypatch):
     calls = fused_calls(m.eval(), x, monkeypatch)
     g = m.groups
     assert calls["dwconv_bn_act"] == 16 and calls["channel_shuffle"] == (16 if g > 1 else 0)
-    # g=1: both 1x1 convs of every unit; g>1: only stage2's ungrouped first 1x1
-    assert calls["pwconv_bn_act"] == (32 if g == 1 else 1)
+    # g=1: both 1x1 convs of every unit; g>1: only stage2's ungrouped first 1x1; and the fc
+    assert calls["pwconv_bn_act"] == (32 if g == 1 else 1) + 1
 
 
 def test_train_mode_gradients_and_channels_last():

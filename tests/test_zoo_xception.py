@@ -22,7 +22,7 @@ def test_same_logits_as_timm(pair, monkeypatch):
     x = torch.randn(1, 3, 64, 64)
     assert_same_logits(fz, oracle, x)
     calls = fused_calls(fz, x, monkeypatch)
-    assert calls["dwconv_bn_act"] == 34 and calls["pwconv_bn_act"] == 34  # every separable conv
+    assert calls["dwconv_bn_act"] == 34 and calls["pwconv_bn_act"] == 34 + 1  # every separable conv, fc
 
 
 def test_odd_size_and_train_mode(pair):

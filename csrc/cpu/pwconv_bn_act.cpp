@@ -70,6 +70,13 @@ void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out) {
                       out.stride(0) == HW * Cout;
   const bool out_nchw = out.is_contiguous();
   const bool hw_ok = H == 1 || sh == W * sw;  // (H, W) collapse to one dimension of stride sw
+  // 1x1 maps (the classifiers, as pwconv on (N, C, 1, 1)): rows of Cin channels sn apart, whichever layout
+  const bool pixels = HW == 1 && sc == 1 && out.stride(1) == 1 && out.stride(0) == Cout;
+  if (pixels && x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat && (sn >= Cin || N == 1)) {
+    gemm_rows_split(x.const_data_ptr<float>(), sn, w2d.const_data_ptr<float>(), N, Cin, Cout, out.data_ptr<float>(),
+                    Cout);
+    return;
+  }
   if (out_cl && sc == 1 && hw_ok && (N == 1 || sn == HW * sw)) {
     if (x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat && (sw >= Cin || N * HW == 1)) {
       gemm_rows_split(x.const_data_ptr<float>(), sw, w2d.const_data_ptr<float>(), N * HW, Cin, Cout,

@@ -9,6 +9,7 @@ add see the un-normalized tensor). Eval mode therefore runs each conv's bias + a
 (FusedSequential); the patch-embedding conv (stride = kernel) runs as one conv with its bias."""
 from torch import nn
 
+from ..layers import Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import FusedSequential
 from ._registry import register_model
@@ -39,7 +40,7 @@ class ConvMixer(nn.Module):
             nn.Conv2d(dim, dim, 1), _act(act), nn.BatchNorm2d(dim)) for _ in range(depth)])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = Linear(dim, num_classes)
 
     def forward_features(self, x):
         return self.blocks(self.stem(to_channels_last_for_inference(self, x)))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import drop_path
+from ..layers import Linear, drop_path
 from ._common import to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
 from ._registry import register_model
@@ -81,7 +81,7 @@ class ConvNeXt(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = dropout
         self.classifier = nn.Sequential(LayerNorm2d(dims[-1], eps=1e-6), nn.Flatten(1),
-                                        nn.Linear(dims[-1], num_classes))
+                                        Linear(dims[-1], num_classes))
 
     def forward_features(self, x):
         return self.features(to_channels_last_for_inference(self, x))

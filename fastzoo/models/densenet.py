@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import FusedSequential, bn_act, conv_bn_act
 from ._registry import register_model
@@ -99,7 +100,7 @@ class DenseNet(nn.Module):
         self.features.add_module("norm5", nn.BatchNorm2d(c))
         self.num_features = c
         self.dropout = dropout
-        self.classifier = nn.Linear(c, num_classes)
+        self.classifier = Linear(c, num_classes)
 
     def forward_features(self, x):
         return F.relu(self.features(to_channels_last_for_inference(self, x)))  # norm5 then ReLU

@@ -10,7 +10,7 @@ import math
 
 from torch import nn
 
-from ..layers import BlockSequence, ConvBnAct, FusedMBConv, MBConv
+from ..layers import BlockSequence, ConvBnAct, FusedMBConv, Linear, MBConv
 from ._common import FeaturesClassifier, finish, make_divisible, set_bn
 from ._registry import register_model
 from ._weights import load_weights, remap_by_order
@@ -58,7 +58,7 @@ class EfficientNet(FeaturesClassifier):
         layers.append(ConvBnAct(last_in, last, 1, act="silu", **bn))
         self.features = BlockSequence(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(last, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), Linear(last, num_classes))
 
 
 def init_efficientnet(model):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..layers import ConvBnAct, SqueezeExcite
+from ..layers import ConvBnAct, Linear, SqueezeExcite
 from ._common import finish, make_divisible, to_channels_last_for_inference
 from ._registry import register_model
 from ._weights import remap_by_order
@@ -98,7 +98,7 @@ class GhostNet(nn.Module):
         self.conv_head = nn.Conv2d(self.num_features, head_channels, 1, bias=True)
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(p=dropout)
-        self.classifier = nn.Linear(head_channels, num_classes)
+        self.classifier = Linear(head_channels, num_classes)
 
     def forward_features(self, x):
         return self.blocks(self.conv_stem(to_channels_last_for_inference(self, x)))

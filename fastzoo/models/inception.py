@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
 from ._registry import register_model
@@ -72,8 +73,8 @@ class GoogLeNetAux(nn.Module):
     def __init__(self, in_chs, num_classes, dropout=0.7):
         super().__init__()
         self.conv = BasicConv2d(in_chs, 128, 1)
-        self.fc1 = nn.Linear(2048, 1024)
-        self.fc2 = nn.Linear(1024, num_classes)
+        self.fc1 = Linear(2048, 1024)
+        self.fc2 = Linear(1024, num_classes)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
@@ -107,7 +108,7 @@ class GoogLeNet(nn.Module):
         self.num_features = c
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(c, num_classes)
+        self.fc = Linear(c, num_classes)
 
     def forward(self, x):
         if self.transform_input:
@@ -215,7 +216,7 @@ class InceptionV3Aux(nn.Module):
         super().__init__()
         self.conv0 = BasicConv2d(in_chs, 128, 1)
         self.conv1 = BasicConv2d(128, 768, 5)
-        self.fc = nn.Linear(768, num_classes)
+        self.fc = Linear(768, num_classes)
 
     def forward(self, x):
         x = self.conv1(self.conv0(F.avg_pool2d(x, 5, 3)))
@@ -246,7 +247,7 @@ class InceptionV3(nn.Module):
         self.num_features = c
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(c, num_classes)
+        self.fc = Linear(c, num_classes)
 
     def forward(self, x):
         if self.transform_input:

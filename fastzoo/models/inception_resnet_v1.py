@@ -26,6 +26,7 @@ block's up-projection, scale, add and ReLU as one pwconv_bn_act."""
 import torch
 from torch import nn
 
+from ..layers import Linear
 from ._common import init_weights, to_channels_last_for_inference
 from ._registry import register_model
 from ._weights import load_weights
@@ -128,9 +129,9 @@ class InceptionResnetV1(nn.Module):
         self.dropout = nn.Dropout(dropout)  # the paper keeps 0.8 of the activations
         self.embedding_dim = embedding_dim
         if embedding_dim:
-            self.last_linear = nn.Linear(self.num_features, embedding_dim, bias=False)
+            self.last_linear = Linear(self.num_features, embedding_dim, bias=False)
             self.last_bn = nn.BatchNorm1d(embedding_dim, eps=1e-3)
-        self.logits = nn.Linear(embedding_dim or self.num_features, num_classes)
+        self.logits = Linear(embedding_dim or self.num_features, num_classes)
 
     def forward_features(self, x):
         x = to_channels_last_for_inference(self, x)

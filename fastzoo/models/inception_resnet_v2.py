@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..layers import Linear
 from ..layers.bn_fold import FoldCache
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
@@ -155,7 +156,7 @@ class InceptionResnetV2(nn.Module):
         self.conv2d_7b = C(2080, self.num_features, 1)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(dropout)
-        self.classif = nn.Linear(self.num_features, num_classes)
+        self.classif = Linear(self.num_features, num_classes)
 
     def forward_features(self, x):
         x = to_channels_last_for_inference(self, x)

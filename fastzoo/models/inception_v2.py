@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
 from ._registry import register_model
@@ -92,7 +93,7 @@ class BNInception(nn.Module):
             c = module_out_channels(row, c)
         self.num_features = c
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.last_linear = nn.Linear(c, num_classes)
+        self.last_linear = Linear(c, num_classes)
 
     def _add(self, name, in_chs, out_chs, k, stride=1, padding=0):
         setattr(self, name, nn.Conv2d(in_chs, out_chs, k, stride, padding))

@@ -7,7 +7,7 @@ as dwconv_bn_act / pwconv_bn_act (the 3x3 stem as one conv with BN folded)."""
 from torch import nn
 
 from .. import activations
-from ..layers import MBConv
+from ..layers import Linear, MBConv
 from ._common import finish, make_divisible, to_channels_last_for_inference
 from ._conv_bn import _caches, conv_bn_act
 from ._registry import register_model
@@ -78,7 +78,7 @@ class MNASNet(nn.Module):
             layers.append(nn.Sequential(*blocks))
         layers += _conv_bn(cin, HEAD, 1)
         self.layers = FlatConvBnAct(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), nn.Linear(HEAD, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True), Linear(HEAD, num_classes))
 
     def forward_features(self, x):
         return self.layers(to_channels_last_for_inference(self, x))

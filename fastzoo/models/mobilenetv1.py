@@ -6,7 +6,7 @@ stem as one conv with BN folded. The activation defaults to ReLU6 as in timm's c
 act="relu")."""
 from torch import nn
 
-from ..layers import ConvBnAct
+from ..layers import ConvBnAct, Linear
 from ._common import FeaturesClassifier, finish, make_divisible
 from ._registry import register_model
 from ._weights import remap_by_order
@@ -32,7 +32,7 @@ class MobileNetV1(FeaturesClassifier):
         self.num_features = cin
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(cin, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), Linear(cin, num_classes))
 
 
 def _timm_remap(sd, model):

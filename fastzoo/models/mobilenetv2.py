@@ -3,7 +3,7 @@ timm's (mobilenetv2_*) through an order-and-shape remap. Eval mode runs each inv
 mbconv op, the 1x1 head as pwconv_bn_act and the 3x3 stem as one conv with BN folded."""
 from torch import nn
 
-from ..layers import BlockSequence, ConvBnAct, MBConv
+from ..layers import BlockSequence, ConvBnAct, Linear, MBConv
 from ._common import FeaturesClassifier, finish, make_divisible
 from ._registry import register_model
 from ._weights import remap_by_order
@@ -31,7 +31,7 @@ class MobileNetV2(FeaturesClassifier):
         layers.append(ConvBnAct(cin, self.last_channel, 1, act=act))
         self.features = BlockSequence(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), Linear(self.last_channel, num_classes))
 
 
 def _timm_remap(sd, model):

@@ -2,7 +2,7 @@
 state_dicts load unchanged, timm's (mobilenetv3_*_100) through an order-and-shape remap."""
 from torch import nn
 
-from ..layers import BlockSequence, ConvBnAct, MBConv
+from ..layers import BlockSequence, ConvBnAct, Linear, MBConv
 from ._common import FeaturesClassifier, finish, make_divisible, set_bn
 from ._registry import register_model
 from ._weights import remap_by_order
@@ -41,8 +41,8 @@ class MobileNetV3(FeaturesClassifier):
         layers.append(ConvBnAct(last_in, 6 * last_in, 1, act="hardswish", **bn))
         self.features = BlockSequence(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Linear(6 * last_in, ch(last_channel)), nn.Hardswish(inplace=True),
-                                        nn.Dropout(p=dropout, inplace=True), nn.Linear(ch(last_channel), num_classes))
+        self.classifier = nn.Sequential(Linear(6 * last_in, ch(last_channel)), nn.Hardswish(inplace=True),
+                                        nn.Dropout(p=dropout, inplace=True), Linear(ch(last_channel), num_classes))
 
 
 def _timm_remap(sd, model):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..layers import Linear
 from ..layers.bn_fold import fold_bn
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import _cache, _caches, conv_bn_act
@@ -262,7 +263,7 @@ class NASNetA(nn.Module):
             self.add_module(name, cell)
         self.num_features = self.table[-1][5]
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.last_linear = nn.Linear(self.num_features, num_classes)
+        self.last_linear = Linear(self.num_features, num_classes)
 
     def forward_features(self, x):
         """The activated output of the last cell (timm's forward_features ends with the same ReLU)."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ConvBnAct
+from ..layers import ConvBnAct, Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import bn_act, conv_bn_act
 from ._registry import register_model
@@ -110,7 +110,7 @@ class ResidualAttentionNet(nn.Module):
         self.num_features = out
         self.norm = nn.BatchNorm2d(out)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(out, num_classes)
+        self.fc = Linear(out, num_classes)
 
     def forward_features(self, x):
         x = self.maxpool(self.conv1(to_channels_last_for_inference(self, x)))

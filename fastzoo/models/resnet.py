@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import SqueezeExcite
+from ..layers import Linear, SqueezeExcite
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
 from ._drop_path import drop_path, linear_rates
@@ -118,7 +118,7 @@ class ResNet(nn.Module):
         self.num_features = self.inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = dropout
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc = Linear(self.num_features, num_classes)
         self._zero_init_residual = zero_init_residual
 
     def forward_features(self, x):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ChannelShuffle, ConvBnAct
+from ..layers import ChannelShuffle, ConvBnAct, Linear
 from ._common import finish, make_divisible, to_channels_last_for_inference
 from ._registry import register_model
 
@@ -97,7 +97,7 @@ class ShuffleNetV1(nn.Module):
             c = out
         self.num_features = c
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(c, num_classes)
+        self.fc = Linear(c, num_classes)
 
     def forward_features(self, x):
         x = self.maxpool(self.conv1(to_channels_last_for_inference(self, x)))

@@ -5,7 +5,7 @@ pwconv_bn_act (FusedSequential keeps torchvision's flat branch keys); the shuffl
 import torch
 from torch import nn
 
-from ..layers import ChannelShuffle, ConvBnAct
+from ..layers import ChannelShuffle, ConvBnAct, Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import FusedSequential
 from ._registry import register_model
@@ -57,7 +57,7 @@ class ShuffleNetV2(nn.Module):
         self.conv5 = ConvBnAct(c, channels[-1], 1)
         self.num_features = channels[-1]
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(channels[-1], num_classes)
+        self.fc = Linear(channels[-1], num_classes)
 
     def forward_features(self, x):
         x = self.maxpool(self.conv1(to_channels_last_for_inference(self, x)))

@@ -1,9 +1,11 @@
 """VGG 11/13/16/19 with and without BN (Simonyan & Zisserman 2015) and AlexNet (Krizhevsky et al. 2012, the
 one-GPU variant torchvision ships): plain conv stacks as data, torchvision's layout (features.<i>,
 avgpool, classifier.<i>), so torchvision state_dicts load unchanged. In eval mode each conv (+ BN) + ReLU
-run of `features` runs as one conv with BN folded (FusedSequential); pooling and the classifier are plain."""
+run of `features` runs as one conv with BN folded (FusedSequential); pooling is plain, the classifier's
+linears are fastzoo.layers.Linear."""
 from torch import nn
 
+from ..layers import Linear
 from ._common import FeaturesClassifier, finish
 from ._conv_bn import FusedSequential
 from ._registry import register_model
@@ -45,11 +47,11 @@ class PlainConvNet(FeaturesClassifier):
         self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         n = c * pool_size * pool_size
         if dropout_first:  # AlexNet: dropout before each hidden linear
-            head = [nn.Dropout(dropout), nn.Linear(n, hidden), nn.ReLU(True), nn.Dropout(dropout),
-                    nn.Linear(hidden, hidden), nn.ReLU(True), nn.Linear(hidden, num_classes)]
+            head = [nn.Dropout(dropout), Linear(n, hidden), nn.ReLU(True), nn.Dropout(dropout),
+                    Linear(hidden, hidden), nn.ReLU(True), Linear(hidden, num_classes)]
         else:  # VGG: dropout after each hidden ReLU
-            head = [nn.Linear(n, hidden), nn.ReLU(True), nn.Dropout(dropout), nn.Linear(hidden, hidden),
-                    nn.ReLU(True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
+            head = [Linear(n, hidden), nn.ReLU(True), nn.Dropout(dropout), Linear(hidden, hidden),
+                    nn.ReLU(True), nn.Dropout(dropout), Linear(hidden, num_classes)]
         self.classifier = nn.Sequential(*head)
 
 

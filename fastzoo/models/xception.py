@@ -10,6 +10,7 @@ folded. Train mode runs the same modules unfused."""
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import Linear
 from ._common import finish, to_channels_last_for_inference
 from ._conv_bn import conv_bn_act
 from ._registry import register_model
@@ -90,7 +91,7 @@ class Xception(nn.Module):
         self.conv4 = SeparableConv2d(1536, self.num_features)
         self.bn4 = nn.BatchNorm2d(self.num_features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc = Linear(self.num_features, num_classes)
 
     def forward_features(self, x):
         x = to_channels_last_for_inference(self, x)

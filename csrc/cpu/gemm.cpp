@@ -38,23 +38,31 @@ inline __m128 hsum4(const V (&s)[4]) {
 // mobilenet_v3_small's two) and a plain streaming pass over w ~35 GB/s.
 template <int P>
 void gemv_rows(const float* a, int64_t lda, const float* w, int64_t K, int64_t Cout, float* c, int64_t ldc) {
+  constexpr int U = P == 1 ? 2 : 1;  // accumulator sets over alternate vectors of K: 8 FMA chains in flight
   int64_t o = 0;
   for (; o + 4 <= Cout; o += 4) {
-    V acc[P][4];
-    for (int p = 0; p < P; ++p)
-      for (int r = 0; r < 4; ++r) acc[p][r] = V(0.f);
+    V acc[U][P][4];
+    for (int u = 0; u < U; ++u)
+      for (int p = 0; p < P; ++p)
+        for (int r = 0; r < 4; ++r) acc[u][p][r] = V(0.f);
     const float* wo = w + o * K;
     int64_t k = 0;
-    auto step = [&](auto load) {
+    auto step = [&](int u, auto load) {
       V av[P], wv[4];
       for (int p = 0; p < P; ++p) av[p] = load(a + p * lda + k);
       for (int r = 0; r < 4; ++r) wv[r] = load(wo + r * K + k);
       for (int p = 0; p < P; ++p)
-        for (int r = 0; r < 4; ++r) acc[p][r] = at::vec::fmadd(av[p], wv[r], acc[p][r]);
+        for (int r = 0; r < 4; ++r) acc[u][p][r] = at::vec::fmadd(av[p], wv[r], acc[u][p][r]);
     };
-    for (; k + L <= K; k += L) step([](const float* q) { return V::loadu(q); });
-    if (k < K) step([n = K - k](const float* q) { return V(load_n(q, n)); });
-    for (int p = 0; p < P; ++p) _mm_storeu_ps(c + p * ldc + o, hsum4(acc[p]));
+    const auto full = [](const float* q) { return V::loadu(q); };
+    for (; k + U * L <= K;)
+      for (int u = 0; u < U; ++u, k += L) step(u, full);
+    for (; k + L <= K; k += L) step(0, full);
+    if (k < K) step(0, [n = K - k](const float* q) { return V(load_n(q, n)); });
+    for (int u = 1; u < U; ++u)
+      for (int p = 0; p < P; ++p)
+        for (int r = 0; r < 4; ++r) acc[0][p][r] = acc[0][p][r] + acc[u][p][r];
+    for (int p = 0; p < P; ++p) _mm_storeu_ps(c + p * ldc + o, hsum4(acc[0][p]));
   }
   for (; o < Cout; ++o)
     for (int p = 0; p < P; ++p) {

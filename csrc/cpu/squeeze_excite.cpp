@@ -188,9 +188,8 @@ static void bias_act_rows(float* p, const float* b, int64_t N, int64_t M, Act ac
   });
 }
 
-// The SE FCs in float. float32 weights: two GEMMs split across the threads by output channels (at batch 1
-// a single GEMV would leave the second thread idle; per-sample dot products re-read the weights per sample,
-// 1.5x eager's time at batch 32). 16-bit weights: direct dot products, converting on the fly.
+// The SE FCs in float. float32 weights: two GEMMs, split across the threads by output channels where they
+// are large enough (per-sample dot products re-read the weights per sample, 1.5x eager's time at batch 32). 16-bit weights: direct dot products, converting on the fly.
 bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                   const at::Tensor& b2, Act act, Act gate, at::Tensor& g) {
   if (means.scalar_type() != at::kFloat) return false;
@@ -205,9 +204,12 @@ bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tenso
   if (w1.scalar_type() == at::kFloat) {
     at::Tensor s = at::empty({N, Cs}, means.options());
     float* ps = s.data_ptr<float>();
-    gemm_rows_split(pm, C, w1c.const_data_ptr<float>(), N, C, Cs, ps, Cs);
+    // small FCs (weights up to 128 KiB) on the calling thread: splitting them cost more in thread wake-ups
+    // than it saved; larger ones stream their weights from L3 faster on every thread
+    const auto gemm = N * C * Cs <= (1 << 15) ? gemm_rows : gemm_rows_split;
+    gemm(pm, C, w1c.const_data_ptr<float>(), N, C, Cs, ps, Cs);
     bias_act_rows(ps, pb1, N, Cs, act);
-    gemm_rows_split(ps, Cs, w2c.const_data_ptr<float>(), N, Cs, C, pg, C);
+    gemm(ps, Cs, w2c.const_data_ptr<float>(), N, Cs, C, pg, C);
     bias_act_rows(pg, pb2, N, C, gate);
     return true;
   }

@@ -59,6 +59,9 @@ py::bytes version_key(const std::vector<std::optional<at::Tensor>>& tensors) {
 namespace fastzoo {
 void set_cpu_fastpath(bool enabled);
 bool cpu_fastpath();
+namespace cpu {
+at::Tensor rgb_to_channels_last(const at::Tensor& x);
+}
 }  // namespace fastzoo
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -68,6 +71,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Testing aid: False routes CPU kernels through the shared __host__ __device__ math.");
   m.def("cpu_fastpath", &fastzoo::cpu_fastpath);
   m.def("version_key", &version_key, "(data_ptr, _version) of each tensor, packed: FoldCache's key.");
+  m.def("rgb_to_channels_last", &fastzoo::cpu::rgb_to_channels_last, py::call_guard<py::gil_scoped_release>(),
+        "x.contiguous(memory_format=torch.channels_last) for a contiguous (N, 3, H, W) float32 CPU tensor.");
   py::class_<fastzoo::cpu::BlockChain>(m, "BlockChain",
                                        "CPU fused ops run back to back in one call (fastzoo.layers.BlockSequence).")
       .def(py::init<>())

@@ -250,13 +250,24 @@ def test_linear_inference_runs_the_fused_op(monkeypatch, n, bias, view):
     assert calls == (["pwconv_bn_act"] if _ext.loaded() else [])
 
 
-def test_linear_training_and_autograd_are_nn_linear():
+def test_linear_gradients_in_eval_mode_and_training_is_nn_linear(monkeypatch):
+    """Eval mode with autograd runs the fused op's backward: F.linear's gradients; training is nn.Linear."""
     torch.manual_seed(0)
-    lin = Linear(12, 5)
+    lin = Linear(12, 5).eval()
     x = torch.randn(4, 12, requires_grad=True)
+    with torch.inference_mode():
+        lin(x)  # first call in inference mode: what it caches must still serve autograd
     lin(x).square().sum().backward()
-    want = torch.nn.functional.linear(x, lin.weight, lin.bias)
-    torch.testing.assert_close(lin.eval()(x), want)  # eval with grad enabled: the plain path
-    assert lin.weight.grad is not None and x.grad is not None
+    got = (x.grad, lin.weight.grad, lin.bias.grad)
+    x2 = x.detach().clone().requires_grad_()
+    w2, b2 = lin.weight.detach().clone().requires_grad_(), lin.bias.detach().clone().requires_grad_()
+    torch.nn.functional.linear(x2, w2, b2).square().sum().backward()
+    for a, b in zip(got, (x2.grad, w2.grad, b2.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    calls = []
+    real = ops.run
+    monkeypatch.setattr(ops, "run", lambda name, *a: calls.append(name) or real(name, *a))
+    torch.testing.assert_close(lin.train()(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+    assert calls == []
     with torch.no_grad(), fastzoo.backend("reference"):
-        torch.testing.assert_close(lin(x), want)
+        torch.testing.assert_close(lin.eval()(x), torch.nn.functional.linear(x, lin.weight, lin.bias))

@@ -1,9 +1,9 @@
 """nn.Linear (same parameters, so checkpoints load unchanged) whose float32 CPU inference runs as the
-fused pointwise op on (N, C, 1, 1) rows.
+fused pointwise op on (N, C, 1, 1) rows, as ConvBnAct's eval mode runs its fused op (autograd included).
 
 At batch 1 a classifier is a matrix-vector product bound by streaming its weights (mobilenet_v3_small's
 two: 6.4 MB). torch's call into MKL's sgemv runs on one thread; fastzoo's kernel splits the rows over the
-threads (csrc/cpu/gemm.cpp). Training, autograd, autocast, compilation and other devices keep nn.Linear."""
+threads (csrc/cpu/gemm.cpp). Training, autocast, compilation and other devices keep nn.Linear."""
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,14 +16,15 @@ _consts = {}  # (value, n) -> the float32 vector the op takes as its scale (ones
 def _const(value, n):
     t = _consts.get((value, n))
     if t is None:
-        t = _consts[(value, n)] = torch.full((n,), value, dtype=torch.float32)
+        with torch.inference_mode(False):  # a normal tensor: autograd may save it later, inference tensors not
+            t = _consts[(value, n)] = torch.full((n,), value, dtype=torch.float32)
     return t
 
 
 class Linear(nn.Linear):
     def forward(self, x):
         if (self.training or x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu"
-                or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+                or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
                 or self.weight.dtype != torch.float32 or not _ext.loaded() or backends.resolve("cpu") != "cpu"):
             return F.linear(x, self.weight, self.bias)
         n, c = x.shape

@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .. import _ext, backends
 from ._weights import load_weights
 
 
@@ -50,9 +51,14 @@ def finish(model, weights=None, remaps=()):
 
 def to_channels_last_for_inference(model, x: torch.Tensor) -> torch.Tensor:
     """The fused CPU kernels vectorize over channels: run eval-mode models channels_last inside."""
-    if not model.training and x.dim() == 4:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    if model.training or x.dim() != 4:
+        return x
+    if (x.shape[1] == 3 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+            and type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and _ext.loaded()
+            and backends.resolve("cpu") == "cpu"):
+        return _ext._C.rgb_to_channels_last(x)  # RGB images: ATen's strided copy took 2-5x a plain copy
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class FeaturesClassifier(torch.nn.Module):

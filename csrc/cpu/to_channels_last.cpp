@@ -1,0 +1,87 @@
+// NCHW -> channels_last copy of 3-channel float32 images (the models' input, converted once per forward).
+//
+// x.contiguous(memory_format=torch.channels_last) runs ATen's generic strided copy: 33 us for one 224x224
+// image (a plain copy of it: 8 us) and 1.33 ms for 32 (0.51 ms). Here each 8 pixels of the three planes are
+// interleaved in registers (three permutes and two blends per output vector), rows split across threads.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <array>
+
+#include "cpu_kernels.h"
+#include "fastzoo/cpu_vec.h"
+
+namespace fastzoo {
+namespace cpu {
+namespace {
+
+#if FZ_AVX2
+// Output vector k (0..2) of 8 interleaved pixels holds elements 8k..8k+7 of r0 g0 b0 r1 g1 b1 ...: element e
+// is channel e % 3 of pixel e / 3. idx[k][c][i]: the pixel lane to take from plane c for position i.
+struct Interleave3 {
+  std::array<std::array<std::array<int32_t, 8>, 3>, 3> idx{};
+  std::array<int, 3> from_g{}, from_b{};  // blend masks: positions that take channel 1, channel 2
+  constexpr Interleave3() {
+    for (int k = 0; k < 3; ++k)
+      for (int i = 0; i < 8; ++i) {
+        const int e = 8 * k + i, c = e % 3;
+        idx[k][c][i] = e / 3;
+        if (c == 1) from_g[k] |= 1 << i;
+        if (c == 2) from_b[k] |= 1 << i;
+      }
+  }
+};
+constexpr Interleave3 kIl{};
+
+template <int K>
+inline __m256 interleaved(__m256 r, __m256 g, __m256 b) {
+  auto perm = [](__m256 v, int c) {
+    return _mm256_permutevar8x32_ps(v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kIl.idx[K][c].data())));
+  };
+  const __m256 rg = _mm256_blend_ps(perm(r, 0), perm(g, 1), kIl.from_g[K]);
+  return _mm256_blend_ps(rg, perm(b, 2), kIl.from_b[K]);
+}
+#endif
+
+}  // namespace
+
+at::Tensor rgb_to_channels_last(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == 3 && x.scalar_type() == at::kFloat && x.device().is_cpu() &&
+                  x.is_contiguous(),
+              "rgb_to_channels_last: expected a contiguous (N, 3, H, W) float32 CPU tensor, got ", x.sizes(), " ",
+              x.scalar_type(), " on ", x.device());
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), HW = H * W;
+  at::Tensor y = at::empty(x.sizes(), x.options(), at::MemoryFormat::ChannelsLast);
+  const float* xp = x.const_data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const bool vec = use_fast();
+  at::parallel_for(0, N * H, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, W)), [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t n = row / H, h = row % H;
+      const float* r = xp + n * 3 * HW + h * W;
+      const float* g = r + HW;
+      const float* bl = g + HW;
+      float* o = yp + row * W * 3;
+      int64_t w = 0;
+#if FZ_AVX2
+      if (vec)
+        for (; w + 8 <= W; w += 8) {
+          const __m256 vr = _mm256_loadu_ps(r + w), vg = _mm256_loadu_ps(g + w), vb = _mm256_loadu_ps(bl + w);
+          _mm256_storeu_ps(o + 3 * w, interleaved<0>(vr, vg, vb));
+          _mm256_storeu_ps(o + 3 * w + 8, interleaved<1>(vr, vg, vb));
+          _mm256_storeu_ps(o + 3 * w + 16, interleaved<2>(vr, vg, vb));
+        }
+#endif
+      for (; w < W; ++w) {
+        o[3 * w] = r[w];
+        o[3 * w + 1] = g[w];
+        o[3 * w + 2] = bl[w];
+      }
+    }
+  });
+  return y;
+}
+
+}  // namespace cpu
+}  // namespace fastzoo
+FZ_VEC_END

@@ -189,7 +189,8 @@ static void bias_act_rows(float* p, const float* b, int64_t N, int64_t M, Act ac
 }
 
 // The SE FCs in float. float32 weights: two GEMMs, split across the threads by output channels where they
-// are large enough (per-sample dot products re-read the weights per sample, 1.5x eager's time at batch 32). 16-bit weights: direct dot products, converting on the fly.
+// are large enough (per-sample dot products re-read the weights per sample, 1.5x eager's time at batch 32).
+// 16-bit weights: direct dot products, converting on the fly.
 bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                   const at::Tensor& b2, Act act, Act gate, at::Tensor& g) {
   if (means.scalar_type() != at::kFloat) return false;

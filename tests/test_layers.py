@@ -8,6 +8,7 @@ import fastzoo
 from fastzoo import _ext, ops
 from fastzoo.layers import ConvBnAct, FusedMBConv, Linear, MBConv, SqueezeExcite, fold_bn
 from helpers import poison
+from zoo_helpers import fused_calls
 
 tv_mbv3 = pytest.importorskip("torchvision.models.mobilenetv3")
 tv_eff = pytest.importorskip("torchvision.models.efficientnet")
@@ -93,7 +94,6 @@ def test_fold_is_cached_and_invalidated():
 def test_fold_cache_key(monkeypatch, compiled):
     """The key changes with an in-place update or new storage, not with a read; None is skipped and
     inference tensors (no version counter) count as version 0, in the C++ key and the Python fallback."""
-    from fastzoo import _ext
     from fastzoo.layers.bn_fold import FoldCache
     if not compiled:
         monkeypatch.setattr(_ext, "loaded", lambda: False)
@@ -240,14 +240,11 @@ def test_linear_inference_runs_the_fused_op(monkeypatch, n, bias, view):
     lin.load_state_dict(ref.state_dict())  # strict: same keys
     wide = torch.randn(2 * n, 74)
     x = {"dense": wide[:n, :37], "rows": wide[::2, :37], "columns": wide[:n, ::2]}[view]
-    calls = []
-    real = ops.run
-    monkeypatch.setattr(ops, "run", lambda name, *a: calls.append(name) or real(name, *a))
     with torch.inference_mode():
         poison("cpu", n * 1003)
         got = lin(x)
     torch.testing.assert_close(got, ref(x).detach(), rtol=1e-5, atol=1e-5)
-    assert calls == (["pwconv_bn_act"] if _ext.loaded() else [])
+    assert fused_calls(lin, x, monkeypatch) == ({"pwconv_bn_act": 1} if _ext.loaded() else {})
 
 
 def test_linear_gradients_in_eval_mode_and_training_is_nn_linear(monkeypatch):
@@ -264,10 +261,8 @@ def test_linear_gradients_in_eval_mode_and_training_is_nn_linear(monkeypatch):
     torch.nn.functional.linear(x2, w2, b2).square().sum().backward()
     for a, b in zip(got, (x2.grad, w2.grad, b2.grad)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    calls = []
-    real = ops.run
-    monkeypatch.setattr(ops, "run", lambda name, *a: calls.append(name) or real(name, *a))
+    monkeypatch.setattr(ops, "run", lambda name, *a: pytest.fail(f"training ran the fused {name}"))
     torch.testing.assert_close(lin.train()(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
-    assert calls == []
+    monkeypatch.undo()
     with torch.no_grad(), fastzoo.backend("reference"):
         torch.testing.assert_close(lin.eval()(x), torch.nn.functional.linear(x, lin.weight, lin.bias))

@@ -132,28 +132,25 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   }
   const float* gp = se ? g.const_data_ptr<float>() : nullptr;
   const float* pw = pw2d.const_data_ptr<float>();
+  // `rows` projection weight rows from w with the gate folded in (w[o, c] * g[c], in this thread's scratch)
+  auto gated = [&](const float* w, int64_t rows) -> const float* {
+    if (!gp) return w;
+    float* wg = scratch(3, rows * Cmid);
+    for (int64_t o = 0; o < rows; ++o) gate_rows_to(w + o * Cmid, gp, wg + o * Cmid, Cmid);
+    return wg;
+  };
   const int64_t threads = at::get_num_threads(), blocks = (Cout + CB - 1) / CB;
   if (blocks % threads == 0) {  // blocks of output channels per thread, the gate folded into each block's weights
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
-      const float* w = pw + o0 * Cmid;
-      if (gp) {
-        float* wg = scratch(3, no * Cmid);
-        for (int64_t o = 0; o < no; ++o) gate_rows_to(w + o * Cmid, gp, wg + o * Cmid, Cmid);
-        w = wg;
-      }
-      gemm_rows(dbuf, Cmid, w, OP, Cmid, no, on + o0, Cout);
+      gemm_rows(dbuf, Cmid, gated(pw + o0 * Cmid, no), OP, Cmid, no, on + o0, Cout);
       epilogue(on + o0, Cout, OP, no, fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
     });
     return;
   }
   // Output channels that do not split evenly (40 = 16 + 16 + 8 left one thread a quarter of the work):
   // rows of pixels per thread, the gate folded into all the weights once.
-  if (gp) {
-    float* wg = scratch(3, Cout * Cmid);
-    for (int64_t o = 0; o < Cout; ++o) gate_rows_to(pw + o * Cmid, gp, wg + o * Cmid, Cmid);
-    pw = wg;
-  }
+  pw = gated(pw, Cout);
   at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
     gemm_rows(dbuf + p0 * Cmid, Cmid, pw, p1 - p0, Cmid, Cout, on + p0 * Cout, Cout);
     epilogue(on + p0 * Cout, Cout, p1 - p0, Cout, fp(psc), fp(psh), residual ? xn + p0 * Cin : nullptr, Cin,

@@ -125,6 +125,11 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     (1, 80, 480, 80, 14, 14, 5, 1, True),  # batch 1, small maps: channels split across threads
     (1, 24, 144, 40, 7, 9, 5, 2, False),
     (1, 192, 1152, 320, 7, 7, 3, 1, True),  # wide, whole image fits one strip: channels split, not strips
+    # channel split with partial weight panels: 244 = 15 x 16 + 4 expanded channels, 40 output channels (3
+    # panels: the projection by pixel rows on 2 threads), 24 (a half panel, by channel blocks), 20
+    (1, 40, 244, 40, 14, 14, 5, 1, True),
+    (1, 24, 100, 24, 14, 14, 5, 1, True),
+    (1, 24, 100, 20, 13, 11, 5, 1, False),
 ])
 def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:

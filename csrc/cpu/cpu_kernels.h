@@ -104,6 +104,16 @@ void gemm_rows(const float* a, int64_t lda, const float* w, int64_t P, int64_t K
 void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int64_t K, int64_t Cout, float* c,
                      int64_t ldc);
 
+// The 1x1-conv GEMM with its BN + act (+ residual) epilogue in registers (gemm_epilogue.cpp, AVX2 only):
+// pack_panels writes w (Cout x K) (times gate[k] when gate is not null) as panels of 16 output channels
+// into wp (packed_panels_size floats); panel j, channels 16j.., starts at wp + 16 * j * K. Then
+// c (P x Cout, rows ldc apart) = act(a (P x K, rows lda apart) @ w^T * sc + sh (+ r, rows ldr apart)),
+// single-threaded (for use inside at::parallel_for); r may be null.
+int64_t packed_panels_size(int64_t K, int64_t Cout);
+void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, float* wp);
+void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
+                        int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
+
 // act(conv(x, weight) * scale + shift) into out, a KxK conv (groups 1, padding K//2) for few input channels
 // (K*K*Cin <= 80: the stems), float32, out dense channels_last; scale/shift float. False (nothing written)
 // where it does not apply (conv_few_channels.cpp).

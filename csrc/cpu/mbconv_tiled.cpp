@@ -8,7 +8,8 @@
 // order: deterministic for any thread count) and pass 2 gates and projects it strip by strip.
 // Small maps at batch 1, where strips would recompute too much halo, run as one piece per image with the
 // channels split across threads instead (image_split_channels).
-// GEMMs: gemm_rows (BLAS sgemm), one call per strip, single-threaded inside at::parallel_for.
+// GEMMs: gemm_packed_bn_act (the BN + act epilogue in registers; weights packed once per call), one call
+// per strip, single-threaded inside at::parallel_for.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -42,38 +43,6 @@ int64_t batched_strip_floats() {
 // times per forward (keeping it: batch 32 -13%, interleaved A/B). Held by the calling thread until it exits.
 constexpr int64_t kScratchMax = 16 * 1024 * 1024;
 
-// o[p, c] = act(o[p, c] * sc[c] + sh[c] (+ r[p, c])) for P pixel rows of C channels, rows ld (ldr) apart.
-template <Act A, bool RES>
-void epilogue_rows(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, const float* sh, const float* r,
-                   int64_t ldr) {
-  using V = Vectorized<float>;
-  constexpr int64_t L = V::size();
-  for (int64_t p = 0; p < P; ++p) {
-    float* op = o + p * ld;
-    const float* rp = RES ? r + p * ldr : nullptr;
-    int64_t c = 0;
-    for (; c + L <= C; c += L) {
-      V v = at::vec::fmadd(V::loadu(op + c), V::loadu(sc + c), V::loadu(sh + c));
-      if constexpr (RES) v = v + V::loadu(rp + c);
-      vact<A>(v).store(op + c);
-    }
-    if (c < C) {
-      const int64_t k = C - c;
-      V v = at::vec::fmadd(V::loadu(op + c, k), V::loadu(sc + c, k), V::loadu(sh + c, k));
-      if constexpr (RES) v = v + V::loadu(rp + c, k);
-      store_n(op + c, vact<A>(v), k);
-    }
-  }
-}
-
-void epilogue(float* o, int64_t ld, int64_t P, int64_t C, const float* sc, const float* sh, const float* r,
-              int64_t ldr, Act act) {
-  with_act(act, [&](auto a) {
-    if (r) epilogue_rows<decltype(a)::value, true>(o, ld, P, C, sc, sh, r, ldr);
-    else epilogue_rows<decltype(a)::value, false>(o, ld, P, C, sc, sh, r, ldr);
-  });
-}
-
 // d[c] = w[c] * g[c] (d may be w)
 void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
   using V = Vectorized<float>;
@@ -87,24 +56,35 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 
 // Buffers of the calling thread kept between calls (they only grow): no allocation, page faults or zero fill
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
-// (any thread) or an image's (the caller, channel split); 2-3: a channel-split worker's own, or the SE path's
-// dw output (the caller, strips).
+// (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
+// dw output (the caller, strips); 3-4: packed expansion and projection weights (the caller for strips, each
+// thread its own panels for the channel split).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[4];
+  thread_local std::vector<float> bufs[5];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
 }
 
+// Rows [o0, o0 + n) of w (Cout x K) packed for gemm_packed_bn_act into this thread's scratch slot, times the
+// gate when given.
+const float* packed(int slot, const at::Tensor& w, int64_t o0, int64_t n, const float* gate = nullptr) {
+  const int64_t K = w.size(1);
+  float* wp = scratch(slot, packed_panels_size(K, n));
+  pack_panels(w.const_data_ptr<float>() + o0 * K, K, n, gate, wp);
+  return wp;
+}
+
 // One image, channels split across threads: expand + BN + act, dw + BN + act (+ the SE sums) for a block
 // of the expanded channels per thread; the SE gate; then the projection for a block of output channels per
-// thread, the gate folded into that block's weights.
+// thread, the gate folded into the packed weights. Each thread packs the weight panels it uses (packing all
+// of them on the calling thread was a tenth of a 7x7 block, the other thread waiting).
 void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
                           const at::Tensor& wkc, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
                           const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t Cin,
                           int64_t H, int64_t W, int64_t Cmid, int64_t Cout, int64_t K, int64_t stride, int64_t OH,
                           int64_t OW, Act act, bool residual, float* on) {
-  constexpr int64_t CB = 16;  // channel blocks of two AVX2 vectors
+  constexpr int64_t CB = 16;  // channel blocks of two AVX2 vectors: one panel of the packed weights
   const int64_t HW = H * W, OP = OH * OW, KK = K * K;
   const bool has_expand = ew2d.defined();
   float* ebuf = has_expand ? scratch(0, HW * Cmid) : nullptr;
@@ -114,10 +94,9 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   const float* wk = fp(wkc);
   at::parallel_for(0, (Cmid + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
     const int64_t c0 = b * CB, nc = std::min(Cmid, e * CB) - c0;
-    if (has_expand) {
-      gemm_rows(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, HW, Cin, nc, ebuf + c0, Cmid);
-      epilogue(ebuf + c0, Cmid, HW, nc, fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
-    }
+    if (has_expand)
+      gemm_packed_bn_act(xn, Cin, packed(3, ew2d, c0, nc), HW, Cin, nc, ebuf + c0, Cmid, fp(esc) + c0, fp(esh) + c0,
+                         nullptr, 0, act);
     float* wslice = scratch(2, KK * nc);  // this block's columns of the (K*K, Cmid) weights
     for (int64_t k = 0; k < KK; ++k) std::copy_n(wk + k * Cmid + c0, nc, wslice + k * nc);
     dw_rows_f32(in + c0, Strides4{0, 1, W * Cmid, Cmid}, wslice, fp(dsc) + c0, fp(dsh) + c0,
@@ -131,30 +110,21 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
     g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
   }
   const float* gp = se ? g.const_data_ptr<float>() : nullptr;
-  const float* pw = pw2d.const_data_ptr<float>();
-  // `rows` projection weight rows from w with the gate folded in (w[o, c] * g[c], in this thread's scratch)
-  auto gated = [&](const float* w, int64_t rows) -> const float* {
-    if (!gp) return w;
-    float* wg = scratch(3, rows * Cmid);
-    for (int64_t o = 0; o < rows; ++o) gate_rows_to(w + o * Cmid, gp, wg + o * Cmid, Cmid);
-    return wg;
-  };
   const int64_t threads = at::get_num_threads(), blocks = (Cout + CB - 1) / CB;
-  if (blocks % threads == 0) {  // blocks of output channels per thread, the gate folded into each block's weights
+  if (blocks % threads == 0) {  // blocks of output channels per thread
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
-      gemm_rows(dbuf, Cmid, gated(pw + o0 * Cmid, no), OP, Cmid, no, on + o0, Cout);
-      epilogue(on + o0, Cout, OP, no, fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
+      gemm_packed_bn_act(dbuf, Cmid, packed(4, pw2d, o0, no, gp), OP, Cmid, no, on + o0, Cout, fp(psc) + o0,
+                         fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
     });
     return;
   }
   // Output channels that do not split evenly (40 = 16 + 16 + 8 left one thread a quarter of the work):
-  // rows of pixels per thread, the gate folded into all the weights once.
-  pw = gated(pw, Cout);
+  // rows of pixels per thread.
+  const float* pw = packed(4, pw2d, 0, Cout, gp);
   at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
-    gemm_rows(dbuf + p0 * Cmid, Cmid, pw, p1 - p0, Cmid, Cout, on + p0 * Cout, Cout);
-    epilogue(on + p0 * Cout, Cout, p1 - p0, Cout, fp(psc), fp(psh), residual ? xn + p0 * Cin : nullptr, Cin,
-             Act::Identity);
+    gemm_packed_bn_act(dbuf + p0 * Cmid, Cmid, pw, p1 - p0, Cmid, Cout, on + p0 * Cout, Cout, fp(psc), fp(psh),
+                       residual ? xn + p0 * Cin : nullptr, Cin, Act::Identity);
   });
 }
 
@@ -213,6 +183,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     return true;
   }
 
+  const float* ewp = has_expand ? packed(3, ew2d, 0, Cmid) : nullptr;
+  const float* pwp = packed(4, pw2d, 0, Cout);
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
   // buffer per call page-faulted ~950 times per efficientnet_b0 forward at batch 1), and the per-strip sums
@@ -240,8 +212,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       if (has_expand) {
         const int64_t P = (ih1 - ih0) * W;
         float* ebuf = scratch(0, P * Cmid);
-        gemm_rows(xn + ih0 * W * Cin, Cin, ew2d.const_data_ptr<float>(), P, Cin, Cmid, ebuf, Cmid);
-        epilogue(ebuf, Cmid, P, Cmid, fp(esc), fp(esh), nullptr, 0, act);
+        gemm_packed_bn_act(xn + ih0 * W * Cin, Cin, ewp, P, Cin, Cmid, ebuf, Cmid, fp(esc), fp(esh), nullptr, 0, act);
         dw_in = ebuf - ih0 * W * Cmid;  // so that image row ih is at dw_in + ih * W * Cmid
         ins = Strides4{0, 1, W * Cmid, Cmid};
       }
@@ -252,8 +223,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       if (!se) {
         const int64_t P = (oh1 - oh0) * OW;
         float* o = op + (n * OP + oh0 * OW) * Cout;
-        gemm_rows(dbuf, Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
-        epilogue(o, Cout, P, Cout, fp(psc), fp(psh), residual ? xn + oh0 * OW * Cin : nullptr, Cin, Act::Identity);
+        gemm_packed_bn_act(dbuf, Cmid, pwp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
+                           residual ? xn + oh0 * OW * Cin : nullptr, Cin, Act::Identity);
       }
     }
   });
@@ -271,9 +242,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       float* d = hp + (n * OP + p0) * Cmid;
       for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
       float* o = op + (n * OP + p0) * Cout;
-      gemm_rows(d, Cmid, pw2d.const_data_ptr<float>(), P, Cmid, Cout, o, Cout);
-      epilogue(o, Cout, P, Cout, fp(psc), fp(psh), residual ? xp + (n * OP + p0) * Cin : nullptr, Cin,
-               Act::Identity);
+      gemm_packed_bn_act(d, Cmid, pwp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
+                         residual ? xp + (n * OP + p0) * Cin : nullptr, Cin, Act::Identity);
     }
   });
   return true;

@@ -51,6 +51,28 @@ def test_edge_shapes(impl, shape):
     run_case(impl, n, cin, cout, h, w, "identity", "nchw", weight_2d=True)
 
 
+# float32 channels_last with 64 pixels or more: on the CPU, the packed-weight GEMM with the epilogue in
+# registers, split by rows (256 pixels) or by 16-channel weight panels (fewer rows), Cout past a panel or a
+# vector; every activation, a residual, and input rows wider than Cin (a channel slice).
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 24, 40, 16, 16), (2, 19, 21, 7, 9), (1, 5, 100, 9, 8)])
+def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for act in ACTIVATIONS:
+            run_case(impl, n, cin, cout, h, w, act, "channels_last", with_residual=act == "relu")
+        wide = layout(rand(n, cin + 3, h, w, device=impl.device), "channels_last")
+        x = wide[:, 2:cin + 2]
+        weight = rand(cout, cin, 1, 1, device=impl.device)
+        scale, shift = bn_vectors(cout, impl.device)
+        poison(impl.device, n * cout * h * w)
+        check_close(ops.pwconv_bn_act(x, weight, scale, shift, "silu"),
+                    oracle("pwconv_bn_act", x, weight, scale, shift, "silu").float(), torch.float32)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_dtypes(impl, dtype):
     if dtype == torch.float64 and impl.name == "triton":

@@ -6,11 +6,16 @@
 //   other strides: at::matmul on the permuted view (ATen may copy).
 // Then ONE epilogue pass in place: fast = vectorized over C (channels_last) or over H*W (NCHW), the
 // activation a template constant; generic = fastzoo::pw_epilogue per element, any strides.
+// float32 channels_last with at least 64 pixels: no separate pass, gemm_packed_bn_act applies the epilogue
+// in registers (pw_packed_cl).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "cpu_kernels.h"
 #include "fastzoo/checks.h"
@@ -106,6 +111,56 @@ void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out) {
 
 void pw_epilogue_fast(at::Tensor& out, const at::Tensor& sc, const at::Tensor& sh, const at::Tensor* res, Act act);
 
+namespace {
+
+// (N, H, W) of a channels_last-like t collapse to rows `row` elements apart (channels unit-stride): the row
+// stride, or 0 when they do not.
+int64_t cl_row_stride(const at::Tensor& t) {
+  const int64_t N = t.size(0), H = t.size(2), W = t.size(3), sw = t.stride(3);
+  if (t.stride(1) != 1 && t.size(1) > 1) return 0;
+  if (H > 1 && t.stride(2) != W * sw) return 0;
+  if (N > 1 && t.stride(0) != H * W * sw) return 0;
+  return sw >= t.size(1) ? sw : 0;
+}
+
+// float32 channels_last x and out, at least 64 pixels (below that, packing the weights costs more than
+// the GEMM gains): the packed-weight GEMM with the epilogue in registers, split by rows, or by 16-channel
+// panels (each thread packing its own) when there are few rows. False when it does not apply.
+bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
+                  const at::Tensor* res, Act act, at::Tensor& out) {
+  if (x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
+  const int64_t P = x.size(0) * x.size(2) * x.size(3), K = x.size(1), Cout = w2d.size(0);
+  const int64_t lda = cl_row_stride(x), ldr = res ? cl_row_stride(*res) : 0;
+  if (P < 64 || lda == 0 || cl_row_stride(out) != Cout || (res && ldr == 0)) return false;
+  const float *a = x.const_data_ptr<float>(), *w = w2d.const_data_ptr<float>();
+  const float* r = res ? res->const_data_ptr<float>() : nullptr;
+  const float *scp = sc.const_data_ptr<float>(), *shp = sh.const_data_ptr<float>();
+  float* c = out.data_ptr<float>();
+  thread_local std::vector<float> panels;  // each thread's packed weights, kept between calls
+  auto pack = [&](int64_t o0, int64_t n) {
+    panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, n)));
+    pack_panels(w + o0 * K, K, n, nullptr, panels.data());
+    return panels.data();
+  };
+  const int64_t threads = at::get_num_threads(), blocks = (Cout + 15) / 16;
+  if (P >= 64 * threads || blocks < threads) {
+    const float* wp = pack(0, Cout);  // the calling thread's, read by all
+    at::parallel_for(0, P, std::max<int64_t>(16, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
+      gemm_packed_bn_act(a + p0 * lda, lda, wp, p1 - p0, K, Cout, c + p0 * Cout, Cout, scp, shp,
+                         r ? r + p0 * ldr : nullptr, ldr, act);
+    });
+  } else {
+    at::parallel_for(0, blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
+      const int64_t o0 = b * 16, n = std::min(Cout, e * 16) - o0;
+      gemm_packed_bn_act(a, lda, pack(o0, n), P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr, ldr,
+                         act);
+    });
+  }
+  return true;
+}
+
+}  // namespace
+
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
                          const at::Tensor* residual, Act act, bool fast) {
   if (out.numel() == 0) return;
@@ -152,6 +207,7 @@ at::Tensor pwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   if (out.numel() == 0) return out;
   const at::Tensor sc = to_acc(scale, x), sh = to_acc(shift, x);
   const bool fast = use_fast();
+  if (fast && pw_packed_cl(x, w2d, sc, sh, res, act, out)) return out;
   if (fast) {
     pw_gemm(x, w2d, out);
   } else {

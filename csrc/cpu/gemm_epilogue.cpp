@@ -5,8 +5,8 @@
 // a 6-row x 16-channel register tile broadcasts a[p, k] and takes two FMAs per load of the panel.
 // Against MKL's sgemm followed by a separate BN + act pass over its output (gemm_rows + an epilogue), one
 // thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28 us, 224x144x24 23 -> 16 us, 196x96x576 349 ->
-// 270 us, 49x576x96 81 -> 69 us (a standalone microbenchmark, best of 7; MKL's packing of a and its beta
-// pass go, and the output is written once).
+// 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark, not kept, best of 7; MKL's packing of a
+// and its beta pass go, and the output is written once).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -51,8 +51,8 @@ inline void transpose8(__m256 (&m)[8]) {
 // The activation is a template constant: a lambda capturing the accumulators (with_act here) put them on
 // the stack, a store and a reload around every FMA; so did inlining the tile into its caller (ReLU6's).
 template <int MR, int NB, Act A>
-__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc, const float* sc,
-                 const float* sh, const float* r, int64_t ldr, int64_t last) {
+__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc,
+                                    const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
   // raw __m256 and every loop over i and b fully unrolled: with Vectorized<float> arrays, or loops left
   // rolled, GCC kept the accumulators on the stack
   __m256 acc[MR][NB];
@@ -127,8 +127,10 @@ void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, flo
       for (; k < K; k += 8) {
         const int64_t kn = std::min<int64_t>(8, K - k);
         __m256 m[8];
-        for (int i = 0; i < 8; ++i)
-          m[i] = i >= rows ? _mm256_setzero_ps() : kn == 8 ? _mm256_loadu_ps(w + (oh + i) * K + k) : load_n(w + (oh + i) * K + k, kn);
+        for (int i = 0; i < 8; ++i) {
+          const float* q = w + (oh + i) * K + k;
+          m[i] = i >= rows ? _mm256_setzero_ps() : kn == 8 ? _mm256_loadu_ps(q) : load_n(q, kn);
+        }
         transpose8(m);
         for (int64_t j = 0; j < kn; ++j) {
           __m256 v = m[j];

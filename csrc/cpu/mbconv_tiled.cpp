@@ -188,11 +188,12 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   float* ewp = has_expand ? scratch(3, packed_panels_size(Cin, Cmid)) : nullptr;
   float* pwp = scratch(4, packed_panels_size(Cmid, Cout));
   const int64_t ep = has_expand ? (Cmid + 15) / 16 : 0;
-  auto pack_range = [&](int64_t b, int64_t e) {
+  auto pack_range = [&](int64_t b, int64_t e) {  // panels [0, ep) of the expansion, then the projection's
     for (int64_t j = b; j < e; ++j) {
-      const bool exp = j < ep;
-      const int64_t o0 = 16 * (exp ? j : j - ep), k = exp ? Cin : Cmid, n = std::min<int64_t>(16, (exp ? Cmid : Cout) - o0);
-      pack_panels((exp ? ew2d : pw2d).const_data_ptr<float>() + o0 * k, k, n, nullptr, (exp ? ewp : pwp) + o0 * k);
+      const bool ex = j < ep;
+      const int64_t o0 = 16 * (ex ? j : j - ep), k = ex ? Cin : Cmid;
+      const int64_t n = std::min<int64_t>(16, (ex ? Cmid : Cout) - o0);
+      pack_panels((ex ? ew2d : pw2d).const_data_ptr<float>() + o0 * k, k, n, nullptr, (ex ? ewp : pwp) + o0 * k);
     }
   };
   const int64_t panels = ep + (Cout + 15) / 16;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -213,8 +214,14 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     }
     sums = at::zeros({N, strips, Cmid}, x.options());
   }
+  // A thread runs consecutive strips: the expanded rows a strip shares with the one before (the depthwise
+  // halo, K - stride rows) are moved to the front of its buffer instead of computed again (mobilenet_v2 at
+  // batch 1 expanded 1.3-1.5x the rows of its 56x56 to 14x14 blocks).
+  const int64_t max_rows = std::min<int64_t>(H, (R - 1) * stride + K);
   at::parallel_for(0, N * strips, 1, [&](int64_t b, int64_t e) {
     float* dbuf = se ? nullptr : scratch(1, R * OW * Cmid);
+    float* ebuf = has_expand ? scratch(0, max_rows * W * Cmid) : nullptr;
+    int64_t kept_n = -1, kept0 = 0, kept1 = 0;  // ebuf holds the expanded rows [kept0, kept1) of image kept_n
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / strips, oh0 = (t % strips) * R, oh1 = std::min(OH, oh0 + R);
       const float* xn = xp + n * xs.n;
@@ -224,10 +231,17 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       const float* dw_in = xn;
       Strides4 ins = xs;
       if (has_expand) {
-        const int64_t P = (ih1 - ih0) * W;
-        float* ebuf = scratch(0, P * Cmid);
-        gemm_packed_bn_act(xn + ih0 * W * Cin, Cin, ewp, P, Cin, Cmid, ebuf, Cmid, fp(esc), fp(esh), nullptr, 0, act);
-        dw_in = ebuf - ih0 * W * Cmid;  // so that image row ih is at dw_in + ih * W * Cmid
+        const int64_t row = W * Cmid;
+        int64_t from = ih0;  // the first row to compute
+        if (kept_n == n && ih0 >= kept0 && ih0 < kept1) {
+          std::memmove(ebuf, ebuf + (ih0 - kept0) * row, sizeof(float) * (kept1 - ih0) * row);
+          from = kept1;
+        }
+        if (ih1 > from)
+          gemm_packed_bn_act(xn + from * W * Cin, Cin, ewp, (ih1 - from) * W, Cin, Cmid, ebuf + (from - ih0) * row,
+                             Cmid, fp(esc), fp(esh), nullptr, 0, act);
+        kept_n = n, kept0 = ih0, kept1 = ih1;
+        dw_in = ebuf - ih0 * row;  // so that image row ih is at dw_in + ih * W * Cmid
         ins = Strides4{0, 1, W * Cmid, Cmid};
       }
       float* d = se ? hp + n * OP * Cmid : dbuf - oh0 * OW * Cmid;

@@ -130,6 +130,9 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     (1, 40, 244, 40, 14, 14, 5, 1, True),
     (1, 24, 100, 24, 14, 14, 5, 1, True),
     (1, 24, 100, 20, 13, 11, 5, 1, False),
+    # SE on strips: the gate folded into the packed projection weights per image (Cout < pixels, above), or
+    # applied to the rows (Cout >= pixels)
+    (2, 16, 64, 48, 6, 6, 3, 1, True),
 ])
 def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:

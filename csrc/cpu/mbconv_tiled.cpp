@@ -59,9 +59,9 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: packed expansion and projection weights (the caller for strips, each
-// thread its own panels for the channel split).
+// thread its own panels for the channel split); 5: a thread's gated projection weights (strips with SE).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[5];
+  thread_local std::vector<float> bufs[6];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
@@ -264,13 +264,23 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = (OP + PB - 1) / PB;
+  // The gate folded into the packed weights (each thread packs them for the image it is on) where that is
+  // less work than gating the Cmid-wide rows: fewer output channels than pixels, as in nearly every block.
+  const bool gate_weights = Cout < OP;
   at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {
+    const float* wp = pwp;
+    int64_t packed_n = -1;
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;
       float* d = hp + (n * OP + p0) * Cmid;
-      for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
+      if (!gate_weights) {
+        for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
+      } else if (n != packed_n) {
+        wp = packed(5, pw2d, 0, Cout, gp + n * Cmid);
+        packed_n = n;
+      }
       float* o = op + (n * OP + p0) * Cout;
-      gemm_packed_bn_act(d, Cmid, pwp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
+      gemm_packed_bn_act(d, Cmid, wp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
                          residual ? xp + (n * OP + p0) * Cin : nullptr, Cin, Act::Identity);
     }
   });

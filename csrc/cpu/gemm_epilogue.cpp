@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "cpu_kernels.h"
 #include "fastzoo/cpu_vec.h"
@@ -169,6 +170,28 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
   });
 #else
   TORCH_CHECK(false, "gemm_packed_bn_act: built without AVX2");
+#endif
+}
+
+void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* gate, int64_t P, int64_t K, int64_t Cout,
+                 float* c, int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act) {
+#if FZ_AVX2
+  thread_local std::vector<float> panel;  // one panel at a time, in L1 / L2 while all the rows use it
+  if (static_cast<int64_t>(panel.size()) < kPanel * K) panel.resize(kPanel * K);
+  with_act(act, [&](auto A) {
+    constexpr Act a_ = decltype(A)::value;
+    for (int64_t o0 = 0; o0 < Cout; o0 += kPanel) {
+      const int64_t n = std::min<int64_t>(kPanel, Cout - o0);
+      pack_panels(w + o0 * K, K, n, gate, panel.data());
+      const float* rp = r ? r + o0 : nullptr;
+      if (n > 8)
+        panel_rows<2, a_>(a, lda, panel.data(), P, K, c + o0, ldc, sc + o0, sh + o0, rp, ldr, n - 8);
+      else
+        panel_rows<1, a_>(a, lda, panel.data(), P, K, c + o0, ldc, sc + o0, sh + o0, rp, ldr, n);
+    }
+  });
+#else
+  TORCH_CHECK(false, "gemm_bn_act: built without AVX2");
 #endif
 }
 

@@ -58,8 +58,8 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // Buffers of the calling thread kept between calls (they only grow): no allocation, page faults or zero fill
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
-// dw output (the caller, strips); 3-4: packed expansion and projection weights (the caller for strips, each
-// thread its own panels for the channel split); 5: a thread's gated projection weights (strips with SE).
+// dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
+// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE).
 float* scratch(int slot, int64_t n) {
   thread_local std::vector<float> bufs[6];
   std::vector<float>& b = bufs[slot];
@@ -78,8 +78,8 @@ const float* packed(int slot, const at::Tensor& w, int64_t o0, int64_t n, const 
 
 // One image, channels split across threads: expand + BN + act, dw + BN + act (+ the SE sums) for a block
 // of the expanded channels per thread; the SE gate; then the projection for a block of output channels per
-// thread, the gate folded into the packed weights. Each thread packs the weight panels it uses (packing all
-// of them on the calling thread was a tenth of a 7x7 block, the other thread waiting).
+// thread, the gate folded into the packed weights. Each thread packs the weight panels it uses, one at a
+// time (packing all of them on the calling thread was a tenth of a 7x7 block, the other thread waiting).
 void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
                           const at::Tensor& wkc, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
                           const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t Cin,
@@ -96,8 +96,8 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   at::parallel_for(0, (Cmid + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
     const int64_t c0 = b * CB, nc = std::min(Cmid, e * CB) - c0;
     if (has_expand)
-      gemm_packed_bn_act(xn, Cin, packed(3, ew2d, c0, nc), HW, Cin, nc, ebuf + c0, Cmid, fp(esc) + c0, fp(esh) + c0,
-                         nullptr, 0, act);
+      gemm_bn_act(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, nullptr, HW, Cin, nc, ebuf + c0, Cmid,
+                  fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
     float* wslice = scratch(2, KK * nc);  // this block's columns of the (K*K, Cmid) weights
     for (int64_t k = 0; k < KK; ++k) std::copy_n(wk + k * Cmid + c0, nc, wslice + k * nc);
     dw_rows_f32(in + c0, Strides4{0, 1, W * Cmid, Cmid}, wslice, fp(dsc) + c0, fp(dsh) + c0,
@@ -115,8 +115,8 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   if (blocks % threads == 0) {  // blocks of output channels per thread
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
-      gemm_packed_bn_act(dbuf, Cmid, packed(4, pw2d, o0, no, gp), OP, Cmid, no, on + o0, Cout, fp(psc) + o0,
-                         fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
+      gemm_bn_act(dbuf, Cmid, pw2d.const_data_ptr<float>() + o0 * Cmid, gp, OP, Cmid, no, on + o0, Cout,
+                  fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
     });
     return;
   }

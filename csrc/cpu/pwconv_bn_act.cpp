@@ -125,7 +125,7 @@ int64_t cl_row_stride(const at::Tensor& t) {
 
 // float32 channels_last x and out, at least 64 pixels (below that, packing the weights costs more than
 // the GEMM gains): the packed-weight GEMM with the epilogue in registers, split by rows, or by 16-channel
-// panels (each thread packing its own) when there are few rows. False when it does not apply.
+// panels (each thread packing its own, one at a time) when there are few rows. False when it does not apply.
 bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
                   const at::Tensor* res, Act act, at::Tensor& out) {
   if (x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
@@ -136,15 +136,12 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   const float* r = res ? res->const_data_ptr<float>() : nullptr;
   const float *scp = sc.const_data_ptr<float>(), *shp = sh.const_data_ptr<float>();
   float* c = out.data_ptr<float>();
-  thread_local std::vector<float> panels;  // each thread's packed weights, kept between calls
-  auto pack = [&](int64_t o0, int64_t n) {
-    panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, n)));
-    pack_panels(w + o0 * K, K, n, nullptr, panels.data());
-    return panels.data();
-  };
   const int64_t threads = at::get_num_threads(), blocks = (Cout + 15) / 16;
   if (P >= 64 * threads || blocks < threads) {
-    const float* wp = pack(0, Cout);  // the calling thread's, read by all
+    thread_local std::vector<float> panels;  // the calling thread's packed weights, read by all
+    panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, Cout)));
+    pack_panels(w, K, Cout, nullptr, panels.data());
+    const float* wp = panels.data();
     at::parallel_for(0, P, std::max<int64_t>(16, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
       gemm_packed_bn_act(a + p0 * lda, lda, wp, p1 - p0, K, Cout, c + p0 * Cout, Cout, scp, shp,
                          r ? r + p0 * ldr : nullptr, ldr, act);
@@ -152,8 +149,8 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   } else {
     at::parallel_for(0, blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * 16, n = std::min(Cout, e * 16) - o0;
-      gemm_packed_bn_act(a, lda, pack(o0, n), P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr, ldr,
-                         act);
+      gemm_bn_act(a, lda, w + o0 * K, nullptr, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr, ldr,
+                  act);
     });
   }
   return true;

@@ -51,11 +51,12 @@ def test_edge_shapes(impl, shape):
     run_case(impl, n, cin, cout, h, w, "identity", "nchw", weight_2d=True)
 
 
-# float32 channels_last with 64 pixels or more: on the CPU, the packed-weight GEMM with the epilogue in
-# registers, split by rows (256 pixels) or by 16-channel weight panels (fewer rows), Cout past a panel or a
-# vector; every activation, a residual, and input rows wider than Cin (a channel slice).
+# float32 channels_last, 3 pixels or more: on the CPU, the packed-weight GEMM with the epilogue in registers,
+# split by rows (256 pixels) or by 16-channel weight panels (fewer rows), Cout past a panel or a vector;
+# every activation, a residual, and input rows wider than Cin (a channel slice).
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 24, 40, 16, 16), (2, 19, 21, 7, 9), (1, 5, 100, 9, 8)])
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 24, 40, 16, 16), (2, 19, 21, 7, 9), (1, 5, 100, 9, 8),
+                                            (1, 7, 33, 1, 3)])
 def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

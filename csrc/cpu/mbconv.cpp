@@ -103,8 +103,10 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   at::Tensor h1 = x;
   if (has_expand) {
     h1 = at::empty({N, Cmid, H, W}, x.options(), at::MemoryFormat::ChannelsLast);
-    pw_gemm(x, ew2d, h1);
-    pw_epilogue_inplace(h1, esc, esh, nullptr, act, true);
+    if (!pw_packed_cl(x, ew2d, esc, esh, nullptr, act, h1)) {
+      pw_gemm(x, ew2d, h1);
+      pw_epilogue_inplace(h1, esc, esh, nullptr, act, true);
+    }
   }
   // 2. depthwise + BN + act (+ the SE sums)
   const bool h1_cl = h1.stride(1) == 1 || Cmid == 1;
@@ -130,9 +132,11 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
     const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
     if (P >= Cout && (h2_cl || h2.is_contiguous())) {
       const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
-      if (N == 1) {  // one GEMM, threaded by pw_gemm (a batch-1 bmm runs on one thread)
-        pw_gemm(h2, wps[0], out);
-        pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
+      if (N == 1) {  // one GEMM, threaded by us (a batch-1 bmm runs on one thread)
+        if (!pw_packed_cl(h2, wps[0], psc, psh, residual ? &x : nullptr, Act::Identity, out)) {
+          pw_gemm(h2, wps[0], out);
+          pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
+        }
         return out;
       }
       const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
@@ -148,6 +152,8 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
       se_apply_gate(h2, g, h2, true);
       pw_gemm(h2, pw2d, out);
     }
+  } else if (pw_packed_cl(h2, pw2d, psc, psh, residual ? &x : nullptr, Act::Identity, out)) {
+    return out;
   } else {
     pw_gemm(h2, pw2d, out);
   }

@@ -6,8 +6,8 @@
 //   other strides: at::matmul on the permuted view (ATen may copy).
 // Then ONE epilogue pass in place: fast = vectorized over C (channels_last) or over H*W (NCHW), the
 // activation a template constant; generic = fastzoo::pw_epilogue per element, any strides.
-// float32 channels_last with at least 64 pixels: no separate pass, gemm_packed_bn_act applies the epilogue
-// in registers (pw_packed_cl).
+// float32 channels_last with 3 or more pixels: no separate pass, the packed-weight GEMM applies the
+// epilogue in registers (pw_packed_cl).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -123,15 +123,14 @@ int64_t cl_row_stride(const at::Tensor& t) {
   return sw >= t.size(1) ? sw : 0;
 }
 
-// float32 channels_last x and out, at least 64 pixels (below that, packing the weights costs more than
-// the GEMM gains): the packed-weight GEMM with the epilogue in registers, split by rows, or by 16-channel
-// panels (each thread packing its own, one at a time) when there are few rows. False when it does not apply.
+}  // namespace
+
 bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
                   const at::Tensor* res, Act act, at::Tensor& out) {
-  if (x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
+  if (!use_fast() || x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
   const int64_t P = x.size(0) * x.size(2) * x.size(3), K = x.size(1), Cout = w2d.size(0);
   const int64_t lda = cl_row_stride(x), ldr = res ? cl_row_stride(*res) : 0;
-  if (P < 64 || lda == 0 || cl_row_stride(out) != Cout || (res && ldr == 0)) return false;
+  if (P < 3 || lda == 0 || cl_row_stride(out) != Cout || (res && ldr == 0)) return false;
   const float *a = x.const_data_ptr<float>(), *w = w2d.const_data_ptr<float>();
   const float* r = res ? res->const_data_ptr<float>() : nullptr;
   const float *scp = sc.const_data_ptr<float>(), *shp = sh.const_data_ptr<float>();
@@ -155,8 +154,6 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   }
   return true;
 }
-
-}  // namespace
 
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
                          const at::Tensor* residual, Act act, bool fast) {

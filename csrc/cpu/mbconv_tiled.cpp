@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -65,6 +67,33 @@ float* scratch(int slot, int64_t n) {
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
+}
+
+struct PackJob {
+  const at::Tensor* w;  // (Cout, K)
+  const float* gate;    // or null
+  float* wp;            // packed_panels_size(K, Cout) floats
+};
+
+// The jobs' weights packed, their 16-channel panels split across the threads when there are many (on the
+// calling thread alone, the other waiting, packing was 8% of mobilenet_v2 at batch 1); one parallel region.
+void pack_jobs(std::initializer_list<PackJob> jobs) {
+  std::vector<std::pair<const PackJob*, int64_t>> panels;  // (job, first channel)
+  int64_t floats = 0;
+  for (const PackJob& j : jobs) {
+    for (int64_t o0 = 0; o0 < j.w->size(0); o0 += 16) panels.emplace_back(&j, o0);
+    floats += j.w->numel();
+  }
+  auto range = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const PackJob& j = *panels[i].first;
+      const int64_t o0 = panels[i].second, K = j.w->size(1), n = std::min<int64_t>(16, j.w->size(0) - o0);
+      pack_panels(j.w->const_data_ptr<float>() + o0 * K, K, n, j.gate, j.wp + o0 * K);
+    }
+  };
+  const int64_t np = static_cast<int64_t>(panels.size());
+  if (floats >= 16384) at::parallel_for(0, np, 1, range);
+  else range(0, np);
 }
 
 // Rows [o0, o0 + n) of w (Cout x K) packed for gemm_packed_bn_act into this thread's scratch slot, times the
@@ -184,22 +213,15 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     return true;
   }
 
-  // both weights packed into the caller's scratch, their panels split across the threads when large (on
-  // the calling thread alone, the other waiting, packing was 8% of mobilenet_v2 at batch 1)
+  // The weights packed into the caller's scratch. With SE, the projection's gate is folded into its packed
+  // weights where that is less work than gating the Cmid-wide rows of the dw output: fewer output channels
+  // than pixels, as in nearly every block (packed in pass 2, for one image, or per image by each thread).
+  const bool gate_weights = se && Cout < OP;
   float* ewp = has_expand ? scratch(3, packed_panels_size(Cin, Cmid)) : nullptr;
   float* pwp = scratch(4, packed_panels_size(Cmid, Cout));
-  const int64_t ep = has_expand ? (Cmid + 15) / 16 : 0;
-  auto pack_range = [&](int64_t b, int64_t e) {  // panels [0, ep) of the expansion, then the projection's
-    for (int64_t j = b; j < e; ++j) {
-      const bool ex = j < ep;
-      const int64_t o0 = 16 * (ex ? j : j - ep), k = ex ? Cin : Cmid;
-      const int64_t n = std::min<int64_t>(16, (ex ? Cmid : Cout) - o0);
-      pack_panels((ex ? ew2d : pw2d).const_data_ptr<float>() + o0 * k, k, n, nullptr, (ex ? ewp : pwp) + o0 * k);
-    }
-  };
-  const int64_t panels = ep + (Cout + 15) / 16;
-  if ((has_expand ? Cin * Cmid : 0) + Cmid * Cout >= 16384) at::parallel_for(0, panels, 1, pack_range);
-  else pack_range(0, panels);
+  if (has_expand && !gate_weights) pack_jobs({{&ew2d, nullptr, ewp}, {&pw2d, nullptr, pwp}});
+  else if (has_expand) pack_jobs({{&ew2d, nullptr, ewp}});
+  else if (!gate_weights) pack_jobs({{&pw2d, nullptr, pwp}});
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
   // buffer per call page-faulted ~950 times per efficientnet_b0 forward at batch 1), and the per-strip sums
@@ -264,12 +286,10 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = (OP + PB - 1) / PB;
-  // The gate folded into the packed weights (each thread packs them for the image it is on) where that is
-  // less work than gating the Cmid-wide rows: fewer output channels than pixels, as in nearly every block.
-  const bool gate_weights = Cout < OP;
+  if (gate_weights && N == 1) pack_jobs({{&pw2d, gp, pwp}});
   at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {
     const float* wp = pwp;
-    int64_t packed_n = -1;
+    int64_t packed_n = N == 1 ? 0 : -1;
     for (int64_t t = b; t < e; ++t) {
       const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;
       float* d = hp + (n * OP + p0) * Cmid;

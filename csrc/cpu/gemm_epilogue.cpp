@@ -1,8 +1,9 @@
 // float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2).
 //
-// c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed once per
-// call into panels of 16 output channels, k-major (pack_panels, with the SE gate folded in when given);
-// a 6-row x 16-channel register tile broadcasts a[p, k] and takes two FMAs per load of the panel.
+// c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call into
+// panels of 16 output channels, k-major (pack_panels, with the SE gate folded in when given): all of them
+// first for many rows (gemm_packed_bn_act), or one panel at a time into a cached buffer for few rows
+// (gemm_bn_act). A 6-row x 16-channel register tile broadcasts a[p, k] and takes two FMAs per panel load.
 // Against MKL's sgemm followed by a separate BN + act pass over its output (gemm_rows + an epilogue), one
 // thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28 us, 224x144x24 23 -> 16 us, 196x96x576 349 ->
 // 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark, not kept, best of 7; MKL's packing of a

@@ -105,6 +105,12 @@ def resolve(device_type: str) -> str:
     return chosen
 
 
+def cpu_kernels_in_use() -> bool:
+    """True when CPU tensors run fastzoo._C's C++ kernels: built, and the backend resolves to them (False,
+    not an error, when the cpu backend is chosen but not built: the callers fall back to plain PyTorch)."""
+    return _ext.loaded() and resolve("cpu") == "cpu"
+
+
 def _resolve(name, device_type):
     if name == "auto":
         order = ("cpu",) if device_type == "cpu" else ("cuda", "triton") if device_type == "cuda" else ()

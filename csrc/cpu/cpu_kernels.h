@@ -69,12 +69,10 @@ void dw_generic(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 
 // out (N, Cout, H, W) = conv1x1(x, w2d) through ATen's GEMM, written into out (any memory format).
 void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out);
-// out = act(conv1x1(x, w2d) * scale + shift (+ residual)) through gemm_packed_bn_act / gemm_bn_act, the
-// epilogue in registers: float32, x, out and residual with channels_last rows, 3 or more pixels (1-2 are
-// matrix-vector products, gemm_rows'); split by pixel rows, or by 16-channel weight panels when there are
-// fewer than 64 rows per thread. False (nothing written) where it does not apply.
-bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& scale_acc,
-                  const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out);
+// out = act(conv1x1(x, w2d) * scale + shift (+ residual)) by the fast paths (use_fast()): float32
+// channels_last rows through the GEMM with the epilogue in registers, else pw_gemm and one epilogue pass.
+void pw_bn_act_fast(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& scale_acc,
+                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out);
 // out = act(out * scale + shift + residual) in place; residual optional (N, Cout, H, W), any strides.
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
                          const at::Tensor* residual, Act act, bool fast);

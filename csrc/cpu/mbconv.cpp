@@ -103,10 +103,7 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   at::Tensor h1 = x;
   if (has_expand) {
     h1 = at::empty({N, Cmid, H, W}, x.options(), at::MemoryFormat::ChannelsLast);
-    if (!pw_packed_cl(x, ew2d, esc, esh, nullptr, act, h1)) {
-      pw_gemm(x, ew2d, h1);
-      pw_epilogue_inplace(h1, esc, esh, nullptr, act, true);
-    }
+    pw_bn_act_fast(x, ew2d, esc, esh, nullptr, act, h1);
   }
   // 2. depthwise + BN + act (+ the SE sums)
   const bool h1_cl = h1.stride(1) == 1 || Cmid == 1;
@@ -128,33 +125,28 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   // 3 + 4. SE FCs, projection (gate folded into the weights or applied in place) + BN + residual
   const int64_t P = OH * OW;
   const bool h2_cl = h2.stride(1) == 1 && h2.stride(3) == Cmid;  // dense channels_last
-  if (has_se) {
-    const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
-    if (P >= Cout && (h2_cl || h2.is_contiguous())) {
-      const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
-      if (N == 1) {  // one GEMM, threaded by us (a batch-1 bmm runs on one thread)
-        if (!pw_packed_cl(h2, wps[0], psc, psh, residual ? &x : nullptr, Act::Identity, out)) {
-          pw_gemm(h2, wps[0], out);
-          pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
-        }
-        return out;
-      }
-      const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
-                                   : h2.as_strided({N, P, Cmid}, {Cmid * P, 1, P});
-      if (out.is_contiguous()) {
-        at::Tensor ov = out.as_strided({N, Cout, P}, {Cout * P, P, 1});
-        at::bmm_out(ov, wps, hpc.transpose(1, 2));
-      } else {
-        at::Tensor ov = out.as_strided({N, P, Cout}, {P * Cout, Cout, 1});
-        at::bmm_out(ov, hpc, wps.transpose(1, 2));
-      }
-    } else {
-      se_apply_gate(h2, g, h2, true);
-      pw_gemm(h2, pw2d, out);
-    }
-  } else if (pw_packed_cl(h2, pw2d, psc, psh, residual ? &x : nullptr, Act::Identity, out)) {
+  if (!has_se) {
+    pw_bn_act_fast(h2, pw2d, psc, psh, residual ? &x : nullptr, Act::Identity, out);
     return out;
+  }
+  const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
+  if (P >= Cout && (h2_cl || h2.is_contiguous())) {
+    const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
+    if (N == 1) {  // one GEMM, threaded by us (a batch-1 bmm runs on one thread)
+      pw_bn_act_fast(h2, wps[0], psc, psh, residual ? &x : nullptr, Act::Identity, out);
+      return out;
+    }
+    const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
+                                 : h2.as_strided({N, P, Cmid}, {Cmid * P, 1, P});
+    if (out.is_contiguous()) {
+      at::Tensor ov = out.as_strided({N, Cout, P}, {Cout * P, P, 1});
+      at::bmm_out(ov, wps, hpc.transpose(1, 2));
+    } else {
+      at::Tensor ov = out.as_strided({N, P, Cout}, {P * Cout, Cout, 1});
+      at::bmm_out(ov, hpc, wps.transpose(1, 2));
+    }
   } else {
+    se_apply_gate(h2, g, h2, true);
     pw_gemm(h2, pw2d, out);
   }
   pw_epilogue_inplace(out, psc, psh, residual ? &x : nullptr, Act::Identity, true);
@@ -228,9 +220,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
       return pwconv_bn_act_cpu(h, *project_weight, *project_scale, *project_shift, "identity",
                                residual ? std::optional<at::Tensor>(x) : std::nullopt);
     at::Tensor out = new_output({N, Cout, OH, OW}, x.options(), fmt);
-    pw_gemm(h, pw2d, out);
-    pw_epilogue_inplace(out, to_acc(*project_scale, x), to_acc(*project_shift, x), residual ? &x : nullptr,
-                        Act::Identity, true);
+    pw_bn_act_fast(h, pw2d, to_acc(*project_scale, x), to_acc(*project_shift, x), residual ? &x : nullptr,
+                   Act::Identity, out);
     return out;
   }
   if (!h.is_contiguous(fmt)) h = h.contiguous(fmt);

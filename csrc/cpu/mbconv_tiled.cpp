@@ -96,12 +96,11 @@ void pack_jobs(std::initializer_list<PackJob> jobs) {
   else range(0, np);
 }
 
-// Rows [o0, o0 + n) of w (Cout x K) packed for gemm_packed_bn_act into this thread's scratch slot, times the
-// gate when given.
-const float* packed(int slot, const at::Tensor& w, int64_t o0, int64_t n, const float* gate = nullptr) {
-  const int64_t K = w.size(1);
-  float* wp = scratch(slot, packed_panels_size(K, n));
-  pack_panels(w.const_data_ptr<float>() + o0 * K, K, n, gate, wp);
+// w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot.
+const float* packed(int slot, const at::Tensor& w, const float* gate) {
+  const int64_t Cout = w.size(0), K = w.size(1);
+  float* wp = scratch(slot, packed_panels_size(K, Cout));
+  pack_panels(w.const_data_ptr<float>(), K, Cout, gate, wp);
   return wp;
 }
 
@@ -151,7 +150,7 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   }
   // Output channels that do not split evenly (40 = 16 + 16 + 8 left one thread a quarter of the work):
   // rows of pixels per thread.
-  const float* pw = packed(4, pw2d, 0, Cout, gp);
+  const float* pw = packed(4, pw2d, gp);
   at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
     gemm_packed_bn_act(dbuf + p0 * Cmid, Cmid, pw, p1 - p0, Cmid, Cout, on + p0 * Cout, Cout, fp(psc), fp(psh),
                        residual ? xn + p0 * Cin : nullptr, Cin, Act::Identity);
@@ -296,7 +295,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       if (!gate_weights) {
         for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
       } else if (n != packed_n) {
-        wp = packed(5, pw2d, 0, Cout, gp + n * Cmid);
+        wp = packed(5, pw2d, gp + n * Cmid);
         packed_n = n;
       }
       float* o = op + (n * OP + p0) * Cout;

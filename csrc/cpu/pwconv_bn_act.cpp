@@ -7,7 +7,7 @@
 // Then ONE epilogue pass in place: fast = vectorized over C (channels_last) or over H*W (NCHW), the
 // activation a template constant; generic = fastzoo::pw_epilogue per element, any strides.
 // float32 channels_last with 3 or more pixels: no separate pass, the packed-weight GEMM applies the
-// epilogue in registers (pw_packed_cl).
+// epilogue in registers (pw_packed_cl; pw_bn_act_fast picks the path for this op and mbconv's untiled one).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -39,6 +39,16 @@ namespace {
 // (rows, cols) view of x with the given element strides, offset in elements.
 inline at::Tensor view2d(const at::Tensor& t, int64_t rows, int64_t cols, int64_t srow, int64_t scol, int64_t off) {
   return t.as_strided({rows, cols}, {srow, scol}, t.storage_offset() + off);
+}
+
+// (N, H, W) of a channels_last-like t collapse to rows `row` elements apart (channels unit-stride): the row
+// stride, or 0 when they do not.
+int64_t cl_row_stride(const at::Tensor& t) {
+  const int64_t N = t.size(0), H = t.size(2), W = t.size(3), sw = t.stride(3);
+  if (t.stride(1) != 1 && t.size(1) > 1) return 0;
+  if (H > 1 && t.stride(2) != W * sw) return 0;
+  if (N > 1 && t.stride(0) != H * W * sw) return 0;
+  return sw >= t.size(1) ? sw : 0;
 }
 
 template <typename scalar_t>
@@ -82,12 +92,13 @@ void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out) {
                     Cout);
     return;
   }
+  const int64_t lda = cl_row_stride(x);
+  if (lda && cl_row_stride(out) == Cout && x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat) {
+    gemm_rows_split(x.const_data_ptr<float>(), lda, w2d.const_data_ptr<float>(), N * HW, Cin, Cout,
+                    out.data_ptr<float>(), Cout);
+    return;
+  }
   if (out_cl && sc == 1 && hw_ok && (N == 1 || sn == HW * sw)) {
-    if (x.scalar_type() == at::kFloat && w2d.scalar_type() == at::kFloat && (sw >= Cin || N * HW == 1)) {
-      gemm_rows_split(x.const_data_ptr<float>(), sw, w2d.const_data_ptr<float>(), N * HW, Cin, Cout,
-                      out.data_ptr<float>(), Cout);
-      return;
-    }
     at::Tensor o2 = view2d(out, N * HW, Cout, Cout, 1, 0);
     at::mm_out(o2, view2d(x, N * HW, Cin, sw, sc, 0), wT);
     return;
@@ -113,21 +124,13 @@ void pw_epilogue_fast(at::Tensor& out, const at::Tensor& sc, const at::Tensor& s
 
 namespace {
 
-// (N, H, W) of a channels_last-like t collapse to rows `row` elements apart (channels unit-stride): the row
-// stride, or 0 when they do not.
-int64_t cl_row_stride(const at::Tensor& t) {
-  const int64_t N = t.size(0), H = t.size(2), W = t.size(3), sw = t.stride(3);
-  if (t.stride(1) != 1 && t.size(1) > 1) return 0;
-  if (H > 1 && t.stride(2) != W * sw) return 0;
-  if (N > 1 && t.stride(0) != H * W * sw) return 0;
-  return sw >= t.size(1) ? sw : 0;
-}
-
-}  // namespace
-
+// float32, x, out and residual with channels_last rows, 3 or more pixels (1-2 are matrix-vector products,
+// gemm_rows'): the packed-weight GEMM with the epilogue in registers, split by pixel rows, or by 16-channel
+// weight panels (each thread packing its own, one at a time) when there are fewer than 64 rows per thread.
+// False (nothing written) where it does not apply.
 bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
                   const at::Tensor* res, Act act, at::Tensor& out) {
-  if (!use_fast() || x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
+  if (x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
   const int64_t P = x.size(0) * x.size(2) * x.size(3), K = x.size(1), Cout = w2d.size(0);
   const int64_t lda = cl_row_stride(x), ldr = res ? cl_row_stride(*res) : 0;
   if (P < 3 || lda == 0 || cl_row_stride(out) != Cout || (res && ldr == 0)) return false;
@@ -155,6 +158,8 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   return true;
 }
 
+}  // namespace
+
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
                          const at::Tensor* residual, Act act, bool fast) {
   if (out.numel() == 0) return;
@@ -176,6 +181,13 @@ void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "pwconv_bn_act_epilogue", [&] {
     epilogue_generic<scalar_t>(out, scale_acc, shift_acc, residual, act);
   });
+}
+
+void pw_bn_act_fast(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& scale_acc,
+                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out) {
+  if (pw_packed_cl(x, w2d, scale_acc, shift_acc, residual, act, out)) return;
+  pw_gemm(x, w2d, out);
+  pw_epilogue_inplace(out, scale_acc, shift_acc, residual, act, true);
 }
 
 at::Tensor pwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
@@ -200,15 +212,13 @@ at::Tensor pwconv_bn_act_cpu(const at::Tensor& x, const at::Tensor& weight, cons
   at::Tensor out = new_output({N, Cout, H, W}, x.options(), out_format(x));
   if (out.numel() == 0) return out;
   const at::Tensor sc = to_acc(scale, x), sh = to_acc(shift, x);
-  const bool fast = use_fast();
-  if (fast && pw_packed_cl(x, w2d, sc, sh, res, act, out)) return out;
-  if (fast) {
-    pw_gemm(x, w2d, out);
-  } else {
-    // Generic: the GEMM result (N, H, W, Cout) from ATen, then the shared per-element epilogue.
-    out.permute({0, 2, 3, 1}).copy_(at::matmul(x.permute({0, 2, 3, 1}), w2d.t()));
+  if (use_fast()) {
+    pw_bn_act_fast(x, w2d, sc, sh, res, act, out);
+    return out;
   }
-  pw_epilogue_inplace(out, sc, sh, res, act, fast);
+  // Generic: the GEMM result (N, H, W, Cout) from ATen, then the shared per-element epilogue.
+  out.permute({0, 2, 3, 1}).copy_(at::matmul(x.permute({0, 2, 3, 1}), w2d.t()));
+  pw_epilogue_inplace(out, sc, sh, res, act, false);
   return out;
 }
 

@@ -54,9 +54,9 @@ class BlockSequence(nn.Sequential):
     def _fused_calls(self, x):
         """Each block's (op name, args), or None where the one-call path does not apply."""
         if (self.training or torch.compiler.is_compiling() or torch.is_grad_enabled() or type(x) is not torch.Tensor
-                or x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or not _ext.loaded()
+                or x.device.type != "cpu" or torch.is_autocast_enabled("cpu")
                 or self._forward_hooks or self._forward_pre_hooks or _global_hooks()
-                or backends.resolve("cpu") != "cpu"):
+                or not backends.cpu_kernels_in_use()):
             return None
         leaves = _leaves(self)
         if not leaves:

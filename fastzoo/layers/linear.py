@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import _ext, backends, ops
+from .. import backends, ops
 
 _consts = {}  # (value, n) -> the float32 vector the op takes as its scale (ones) or missing bias (zeros)
 
@@ -25,7 +25,7 @@ class Linear(nn.Linear):
     def forward(self, x):
         if (self.training or x.dim() != 2 or x.dtype != torch.float32 or x.device.type != "cpu"
                 or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
-                or self.weight.dtype != torch.float32 or not _ext.loaded() or backends.resolve("cpu") != "cpu"):
+                or self.weight.dtype != torch.float32 or not backends.cpu_kernels_in_use()):
             return F.linear(x, self.weight, self.bias)
         n, c = x.shape
         shift = self.bias if self.bias is not None else _const(0.0, self.out_features)

@@ -133,6 +133,10 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     # SE on strips: the gate folded into the packed projection weights per image (Cout < pixels, above), or
     # applied to the rows (Cout >= pixels)
     (2, 16, 64, 48, 6, 6, 3, 1, True),
+    # batch 1, strips balanced across the threads: 28 rows as 4 x 7 (not 13 + 13 + 2), and the SE pass 2 at
+    # 14x14 cut into one piece per thread
+    (1, 24, 88, 24, 28, 28, 3, 1, False),
+    (1, 24, 96, 40, 28, 28, 5, 2, True),
     # batch 1, too big for the channel split, too much halo for strips: the untiled path (its GEMMs with
     # the epilogue in registers), with and without SE
     (1, 112, 672, 112, 14, 14, 5, 1, True),

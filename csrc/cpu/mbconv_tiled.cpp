@@ -5,7 +5,7 @@
 // the projection GEMM + BN (+ residual) while they are still in cache: the expanded tensor, the block's
 // largest (3-6x its input), never goes to memory. With squeeze-excite the gate needs the means of the
 // whole depthwise output, so pass 1 stores that output (and per-strip channel sums, reduced in strip
-// order: deterministic for any thread count) and pass 2 gates and projects it strip by strip.
+// order, not as threads finish: the same result every run) and pass 2 gates and projects it strip by strip.
 // Small maps at batch 1, where strips would recompute too much halo, run as one piece per image with the
 // channels split across threads instead (image_split_channels).
 // GEMMs: gemm_packed_bn_act (the BN + act epilogue in registers; weights packed once per call), one call
@@ -55,15 +55,28 @@ void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
   for (; c < C; ++c) d[c] = w[c] * g[c];
 }
 
+// The length of the parts (at most `part`) to cut each of N images' `len` rows or pixels into for
+// at::parallel_for, which gives each thread a run of ceil(tasks / threads) consecutive parts: more, shorter
+// parts where that leaves the busiest thread less (28 rows in parts of 13 gave one thread 26 rows, the other 2;
+// one part per image at batch 1 left the other thread idle).
+int64_t balanced_part(int64_t N, int64_t len, int64_t part, int64_t threads) {
+  auto busiest = [&](int64_t parts) { return (N * parts + threads - 1) / threads * ((len + parts - 1) / parts); };
+  int64_t best = (len + part - 1) / part;
+  for (int64_t parts = best + 1, last = std::min(len, best + 2 * threads); parts <= last; ++parts)
+    if (busiest(parts) < busiest(best)) best = parts;
+  return (len + best - 1) / best;
+}
+
 inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
 
 // Buffers of the calling thread kept between calls (they only grow): no allocation, page faults or zero fill
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
-// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE).
+// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
+// caller's per-strip SE sums.
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[6];
+  thread_local std::vector<float> bufs[7];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
@@ -190,6 +203,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     const int64_t per_image = (threads + N - 1) / N;
     R = std::max<int64_t>(1, (OH + per_image - 1) / per_image);
   }
+  R = balanced_part(N, OH, R, threads);
   const int64_t strips = (OH + R - 1) / R;
   const bool halo_too_big = has_expand && strips > 1 && (R * stride + K - stride) > 3 * R * stride / 2;
   bool split_channels = false;
@@ -224,8 +238,9 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
   // buffer per call page-faulted ~950 times per efficientnet_b0 forward at batch 1), and the per-strip sums
-  at::Tensor h2t, sums;
+  at::Tensor h2t;
   float* hp = nullptr;
+  float* sums = nullptr;  // (N, strips, Cmid), in the caller's scratch: no ATen calls between the passes
   if (se) {
     if (N * OP * Cmid <= kScratchMax) {
       hp = scratch(2, N * OP * Cmid);
@@ -233,7 +248,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       h2t = at::empty({N, OH, OW, Cmid}, x.options());
       hp = h2t.data_ptr<float>();
     }
-    sums = at::zeros({N, strips, Cmid}, x.options());
+    sums = scratch(6, N * strips * Cmid);
+    std::fill_n(sums, N * strips * Cmid, 0.f);
   }
   // A thread runs consecutive strips: the expanded rows a strip shares with the one before (the depthwise
   // halo, K - stride rows) are moved to the front of its buffer instead of computed again (mobilenet_v2 at
@@ -267,7 +283,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       }
       float* d = se ? hp + n * OP * Cmid : dbuf - oh0 * OW * Cmid;
       const Strides4 ds{0, 1, OW * Cmid, Cmid};
-      float* s = se ? sums.data_ptr<float>() + t * Cmid : nullptr;
+      float* s = se ? sums + t * Cmid : nullptr;
       dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s);
       if (!se) {
         const int64_t P = (oh1 - oh0) * OW;
@@ -280,10 +296,21 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   if (!se) return true;
 
   // pass 2: the gate from the means, then gate + projection + BN (+ residual) per strip of pixels
-  const at::Tensor means = sums.sum(1).div_(static_cast<double>(OP));
+  at::Tensor means = at::empty({N, Cmid}, x.options());
+  float* mp = means.data_ptr<float>();
+  for (int64_t n = 0; n < N; ++n) {  // the strips' sums in strip order
+    float* m = mp + n * Cmid;
+    const float* sn = sums + n * strips * Cmid;
+    for (int64_t c = 0; c < Cmid; ++c) {
+      float v = sn[c];
+      for (int64_t t = 1; t < strips; ++t) v += sn[t * Cmid + c];
+      m[c] = v / static_cast<float>(OP);
+    }
+  }
   const at::Tensor g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
   const float* gp = g.const_data_ptr<float>();
-  const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
+  const int64_t PB =
+      balanced_part(N, OP, std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP), threads);
   const int64_t chunks = (OP + PB - 1) / PB;
   if (gate_weights && N == 1) pack_jobs({{&pw2d, gp, pwp}});
   at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {

@@ -85,6 +85,35 @@ def test_the_chain_follows_weight_changes(chain_runs):
     torch.testing.assert_close(after, expected, rtol=0, atol=0)
 
 
+def test_the_chain_follows_what_no_version_counter_sees(chain_runs):
+    """Running statistics a train-mode forward updated in place (no _version bump), a replaced activation
+    module, a reassigned buffer: the next one-call run uses them, though no source tensor's version moved."""
+    m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
+    f, x = m.features, torch.randn(2, 3, 64, 64)
+
+    def one_call():
+        runs = len(chain_runs)
+        y = f(x)
+        assert len(chain_runs) == runs + 1
+        with torch.enable_grad():  # block by block
+            torch.testing.assert_close(y, f(x).detach(), rtol=0, atol=0)
+        return y
+
+    with torch.no_grad():
+        before = one_call()
+        assert torch.equal(one_call(), before)
+        f[4].train()
+        f[4](f[:4](x) * 3)  # block 4's BN running statistics move
+        f[4].eval()
+        after_stats = one_call()
+        assert not torch.allclose(after_stats, before)
+        f[0][2] = torch.nn.ReLU(inplace=True)  # the stem's hardswish replaced
+        after_act = one_call()
+        assert not torch.allclose(after_act, after_stats)
+        f[12].bn.running_var = torch.rand_like(f[12].bn.running_var) + 0.5
+        assert not torch.allclose(one_call(), after_act)
+
+
 def test_block_chain_rejects_bad_steps():
     chain = fastzoo._ext._C.BlockChain()
     w = torch.randn(8, 8, 1, 1)

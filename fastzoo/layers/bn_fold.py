@@ -55,6 +55,17 @@ class FoldCache:
         return self._value
 
 
+def tensor_slots(module: torch.nn.Module, names):
+    """(dict, name) pairs that find module.<name> in its _parameters or _buffers dict: a dict lookup per
+    call instead of nn.Module.__getattr__, and still the current tensor after a reassignment."""
+    return [(module._parameters if n in module._parameters else module._buffers, n) for n in names]
+
+
+def conv_bn_slots(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d):
+    """tensor_slots of every tensor fold_conv_bn reads."""
+    return tensor_slots(conv, ("weight", "bias")) + tensor_slots(bn, ("weight", "bias", "running_mean", "running_var"))
+
+
 def conv_kind(conv: torch.nn.Conv2d) -> str:
     """'depthwise', 'pointwise' or 'conv': which fused op runs this conv (+ BN + act) in eval mode."""
     k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation

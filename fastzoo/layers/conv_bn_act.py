@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import activations, ops
-from .bn_fold import FoldCache, conv_kind, fold_conv_bn
+from .bn_fold import FoldCache, conv_bn_slots, conv_kind, fold_conv_bn
 
 
 def _act_module(act):
@@ -50,6 +50,14 @@ class ConvBnAct(nn.Sequential):
     def folded(self):
         """(weight, scale, shift, weight * scale or None) of the conv with its BN folded (eval mode)."""
         return fold_conv_bn(self._fold, self.conv, self.bn)
+
+    def source_slots(self):
+        """(dict, name) of every tensor fused_call()'s arguments are computed from."""
+        return conv_bn_slots(self.conv, self.bn)
+
+    def fused_cache(self):
+        """The FoldCache that fused_call()'s arguments come from (BlockSequence checks it is unchanged)."""
+        return self._fold
 
     def train(self, mode: bool = True):
         self._fold.clear()

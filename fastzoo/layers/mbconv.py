@@ -12,20 +12,11 @@ import torch
 from torch import nn
 
 from .. import activations, ops
-from .bn_fold import FoldCache, fold_conv_bn
+from .bn_fold import FoldCache, conv_bn_slots, fold_conv_bn, tensor_slots
 from .conv_bn_act import ConvBnAct, _act_module
 from .squeeze_excite import SqueezeExcite
 
 LAYOUTS = ("block", "conv", "layers")
-_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
-
-
-def tensor_slots(module: nn.Module, names):
-    """(dict, name) pairs that find module.<name> in its _parameters or _buffers dict: a dict lookup per
-    call instead of nn.Module.__getattr__, and still the current tensor after a reassignment."""
-    return [(module._parameters if n in module._parameters else module._buffers, n) for n in names]
-
-
 def drop_path(x, p: float, training: bool):
     """Stochastic depth per sample (torchvision's stochastic_depth, mode="row")."""
     if not training or p == 0.0:
@@ -68,20 +59,24 @@ class _Block(nn.Module):
         """(dict, name) of every tensor the fused op's arguments are computed from."""
         slots = []
         for conv, bn in self._stages:
-            slots += tensor_slots(conv, ("weight", "bias")) + tensor_slots(bn, _BN_TENSORS)
+            slots += conv_bn_slots(conv, bn)
         return slots
 
-    def sources(self):
-        """Every tensor the fused op's arguments are computed from. Read through the modules' own
-        _parameters / _buffers dicts: nn.Module.__getattr__ made this ~17 us per block and call."""
+    def source_slots(self):
+        """(dict, name) of every tensor the fused op's arguments are computed from, found once. Read through
+        the modules' own _parameters / _buffers dicts: nn.Module.__getattr__ made this ~17 us per block and call."""
         slots = self.__dict__.get("_slots")
         if slots is None:
             slots = self.__dict__["_slots"] = self._source_slots()
-        return [d[n] for d, n in slots]
+        return slots
+
+    def fused_cache(self):
+        """The FoldCache that fused_call()'s arguments come from (BlockSequence checks it is unchanged)."""
+        return self._args
 
     def op_args(self):
         """The fused op's arguments after x, cached: one key check per call instead of one per stage."""
-        return self._args.get(self.sources(), self.compute_op_args)
+        return self._args.get([d[n] for d, n in self.source_slots()], self.compute_op_args)
 
     def fused_call(self):
         """(op name, its arguments after x) of the fused op that runs this block in eval mode."""

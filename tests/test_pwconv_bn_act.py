@@ -1,4 +1,8 @@
 """pwconv_bn_act on every backend against the reference (float64 oracle)."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -72,6 +76,37 @@ def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
                     oracle("pwconv_bn_act", x, weight, scale, shift, "silu").float(), torch.float32)
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the NaN and inf
+def test_silu_epilogue_special_values(impl):
+    """The GEMM's SiLU epilogue (in AVX-512 where the CPU has it): NaN stays NaN, inf stays inf, and
+    pre-activations out to +-120, where exp is clamped, against the float64 oracle; 44 output channels (a
+    last panel of 12), 35 pixels (a last tile of 5 rows)."""
+    x = layout(rand(1, 24, 5, 7, device=impl.device), "channels_last")
+    x[0, :, 1, 2] = float("nan")
+    x[0, :, 3, 4] = float("inf")
+    weight = rand(44, 24, 1, 1, device=impl.device) * 0.01
+    scale = torch.ones(44, device=impl.device)
+    shift = torch.linspace(-120, 120, 44, device=impl.device)
+    poison(impl.device, 44 * 35)
+    y = ops.pwconv_bn_act(x, weight, scale, shift, "silu")
+    z = torch.nn.functional.conv2d(x.double(), weight.double()) * scale.double().view(-1, 1, 1) \
+        + shift.double().view(-1, 1, 1)
+    torch.testing.assert_close(y, torch.nn.functional.silu(z).float(), rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_avx2_epilogue_where_avx512_is_off():
+    """FASTZOO_NO_AVX512=1 keeps the AVX2 epilogue, the one CPUs without AVX-512 run: the packed-GEMM and
+    SiLU tests again, on the cpu backend, in a process with it set (exit code 5, nothing run, fails too)."""
+    if not fastzoo._ext.loaded():
+        pytest.skip("fastzoo._C is not built")
+    tests = [f"{__file__}::test_packed_gemm_shapes", f"{__file__}::test_silu_epilogue_special_values"]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", "cpu"],
+                       env={**os.environ, "FASTZOO_NO_AVX512": "1"}, capture_output=True, text=True,
+                       cwd=os.path.dirname(__file__))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])

@@ -1,4 +1,5 @@
-// float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2).
+// float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2; SiLU's
+// epilogue in AVX-512 where the CPU has it).
 //
 // c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call into
 // panels of 16 output channels, k-major (pack_panels, with the SE gate folded in when given): all of them
@@ -11,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -52,12 +54,13 @@ inline void transpose8(__m256 (&m)[8]) {
 // One MR x (8 * NB) tile: c rows p.. p+MR, the panel's first 8 * NB channels, the last vector `last` wide.
 // The activation is a template constant: a lambda capturing the accumulators (with_act here) put them on
 // the stack, a store and a reload around every FMA; so did inlining the tile into its caller (ReLU6's).
-template <int MR, int NB, Act A>
-__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc,
-                                    const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
-  // raw __m256 and every loop over i and b fully unrolled: with Vectorized<float> arrays, or loops left
-  // rolled, GCC kept the accumulators on the stack
-  __m256 acc[MR][NB];
+// The tile's FMAs: acc = a rows p.. p+MR times the panel's first 8 * NB channels. Raw __m256 and every loop
+// over i and b fully unrolled: with Vectorized<float> arrays, or loops left rolled, GCC kept the
+// accumulators on the stack.
+template <int MR, int NB>
+__attribute__((always_inline)) inline void tile_fmas(__m256 (&acc)[MR][NB], const float* a, int64_t lda,
+                                                     const float* wp, int64_t K, float* c, int64_t ldc,
+                                                     const float* r, int64_t ldr) {
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 2
@@ -78,6 +81,13 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
       for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_fmadd_ps(av, w[b], acc[i][b]);
     }
   }
+}
+
+template <int MR, int NB, Act A>
+__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc,
+                                    const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
+  __m256 acc[MR][NB];
+  tile_fmas<MR, NB>(acc, a, lda, wp, K, c, ldc, r, ldr);
 #pragma GCC unroll 2
   for (int b = 0; b < NB; ++b) {
     const int64_t n = b == NB - 1 ? last : 8;
@@ -95,21 +105,73 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
   }
 }
 
+// SiLU tiles of a whole 16-channel panel with the epilogue in AVX-512 where the CPU has it (and
+// FASTZOO_NO_AVX512 is not set): a row's 16 channels as one vector, 2^n by vscalefps. SiLU per element 1.6x
+// faster than the AVX2 exp_u20 and divide (a standalone microbenchmark, not kept: 2.9 vs 4.5-5.2 ns per 8
+// floats, one core); efficientnet_b0 at batch 1 0.95-0.96x (both paths toggled every 6 forwards in one
+// process). Compiled for AVX-512F on its own, called only where the CPU reports it.
+#define FZ_AVX512 __attribute__((target("avx,avx2,fma,f16c,avx512f")))
+
+bool cpu_has_avx512f() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && !std::getenv("FASTZOO_NO_AVX512");
+  return yes;
+}
+
+// exp(x), x clamped to [-87.34, 88.38] (NaN too: the caller keeps its NaNs), relative error < 5e-7:
+// x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial in r, 2^n by vscalefps.
+FZ_AVX512 inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-87.33654475f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+template <int MR>
+FZ_AVX512 __attribute__((noinline)) void tile_silu512(const float* a, int64_t lda, const float* wp, int64_t K,
+                                                      float* c, int64_t ldc, const float* sc, const float* sh,
+                                                      const float* r, int64_t ldr, int64_t last) {
+  __m256 acc[MR][2];
+  tile_fmas<MR, 2>(acc, a, lda, wp, K, c, ldc, r, ldr);
+  const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);  // the panel's valid channels
+  const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    __m512 v = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(acc[i][0])),
+                                                   _mm256_castps_pd(acc[i][1]), 1));
+    v = _mm512_fmadd_ps(v, vs, vh);
+    if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+    const __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));  // v * sigmoid(v)
+    _mm512_mask_storeu_ps(c + i * ldc, m, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), y, v));
+  }
+}
+
 template <int NB, Act A>
 void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, float* c, int64_t ldc,
                 const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
+  const bool silu512 = A == Act::SiLU && NB == 2 && cpu_has_avx512f();
+  auto tile_at = [&]<int MR>(int64_t p) {  // rows p.. p+MR
+    const float* rp = r ? r + p * ldr : nullptr;
+    if (silu512) tile_silu512<MR>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
+    else tile<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
+  };
   int64_t p = 0;
-  for (; p + kRows <= P; p += kRows)
-    tile<kRows, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, r ? r + p * ldr : nullptr, ldr, last);
-  const float* rp = r ? r + p * ldr : nullptr;
-  a += p * lda;
-  c += p * ldc;
+  for (; p + kRows <= P; p += kRows) tile_at.template operator()<kRows>(p);
   switch (P - p) {
-    case 5: tile<5, NB, A>(a, lda, wp, K, c, ldc, sc, sh, rp, ldr, last); break;
-    case 4: tile<4, NB, A>(a, lda, wp, K, c, ldc, sc, sh, rp, ldr, last); break;
-    case 3: tile<3, NB, A>(a, lda, wp, K, c, ldc, sc, sh, rp, ldr, last); break;
-    case 2: tile<2, NB, A>(a, lda, wp, K, c, ldc, sc, sh, rp, ldr, last); break;
-    case 1: tile<1, NB, A>(a, lda, wp, K, c, ldc, sc, sh, rp, ldr, last); break;
+    case 5: tile_at.template operator()<5>(p); break;
+    case 4: tile_at.template operator()<4>(p); break;
+    case 3: tile_at.template operator()<3>(p); break;
+    case 2: tile_at.template operator()<2>(p); break;
+    case 1: tile_at.template operator()<1>(p); break;
     default: break;
   }
 }

@@ -114,6 +114,22 @@ def test_the_chain_follows_what_no_version_counter_sees(chain_runs):
         assert not torch.allclose(one_call(), after_act)
 
 
+def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
+    """A hook registered on a nested stage (nn.Sequential) after the one-call path ran: the blocks run one by
+    one and the hook fires; removed, the one-call path runs again."""
+    m = randomize_bn(fastzoo.create_model("efficientnet_b0")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = m(x)
+        seen = []
+        handle = m.features[2].register_forward_hook(lambda mod, i, o: seen.append(o.shape))
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+        assert seen and len(chain_runs) == 1
+        handle.remove()
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+    assert len(chain_runs) == 2
+
+
 def test_block_chain_rejects_bad_steps():
     chain = fastzoo._ext._C.BlockChain()
     w = torch.randn(8, 8, 1, 1)

@@ -17,6 +17,8 @@ from .conv_bn_act import ConvBnAct, _act_module
 from .squeeze_excite import SqueezeExcite
 
 LAYOUTS = ("block", "conv", "layers")
+
+
 def drop_path(x, p: float, training: bool):
     """Stochastic depth per sample (torchvision's stochastic_depth, mode="row")."""
     if not training or p == 0.0:

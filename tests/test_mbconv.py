@@ -142,13 +142,14 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
     (1, 112, 672, 112, 14, 14, 5, 1, True),
     (1, 112, 672, 112, 14, 14, 3, 1, False),
 ])
-def test_mbconv_strips(impl, threads, n, cin, cexp, cout, h, w, k, stride, se):
+@pytest.mark.parametrize("act", ["hardswish", "silu"])  # silu: the AVX-512 epilogues where the CPU has them
+def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the tiled path is the C++ CPU fast path")
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se,
+        run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se, act=act,
                    residual=stride == 1 and cin == cout)
     finally:
         torch.set_num_threads(old)

@@ -1,8 +1,4 @@
 """pwconv_bn_act on every backend against the reference (float64 oracle)."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -94,19 +90,6 @@ def test_silu_epilogue_special_values(impl):
     z = torch.nn.functional.conv2d(x.double(), weight.double()) * scale.double().view(-1, 1, 1) \
         + shift.double().view(-1, 1, 1)
     torch.testing.assert_close(y, torch.nn.functional.silu(z).float(), rtol=1e-5, atol=1e-6, equal_nan=True)
-
-
-def test_avx2_epilogue_where_avx512_is_off():
-    """FASTZOO_NO_AVX512=1 keeps the AVX2 epilogue, the one CPUs without AVX-512 run: the packed-GEMM and
-    SiLU tests again, on the cpu backend, in a process with it set (exit code 5, nothing run, fails too)."""
-    if not fastzoo._ext.loaded():
-        pytest.skip("fastzoo._C is not built")
-    tests = [f"{__file__}::test_packed_gemm_shapes", f"{__file__}::test_silu_epilogue_special_values"]
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests, "-k", "cpu"],
-                       env={**os.environ, "FASTZOO_NO_AVX512": "1"}, capture_output=True, text=True,
-                       cwd=os.path.dirname(__file__))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])

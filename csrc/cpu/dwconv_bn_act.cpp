@@ -212,6 +212,19 @@ struct DwCL {
 
   // output rows [r0, r1) of the flattened (n, oh); sums: this chunk's (N, C) partial sums.
   void rows(int64_t r0, int64_t r1, acc_t* sums) const {
+    if constexpr (A == Act::SiLU && std::is_same_v<scalar_t, float>) {
+      if (cpu_has_avx512f()) {
+        // each row without the activation, then SiLU (and the sums) over it in AVX-512 while it is in cache:
+        // efficientnet_b0 0.97-0.99x at batch 1 and 32 (both paths toggled every 6 forwards in one process)
+        const DwCL<float, Act::Identity, false> linear{x, xs, w, sc, sh, y, ys, s};
+        for (int64_t r = r0; r < r1; ++r) {
+          linear.rows(r, r + 1, nullptr);
+          const int64_t n = r / s.OH, oh = r % s.OH;
+          silu_rows_avx512(y + n * ys.n + oh * ys.h, s.OW, s.C, ys.w, SUMS ? sums + n * s.C : nullptr);
+        }
+        return;
+      }
+    }
     const int64_t C = s.C, K = s.K;
     static thread_local std::vector<scalar_t> zero_vec;
     if (static_cast<int64_t>(zero_vec.size()) < C) zero_vec.assign(C, scalar_t(0));

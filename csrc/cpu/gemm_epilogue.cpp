@@ -1,5 +1,5 @@
 // float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2; SiLU's
-// epilogue in AVX-512 where the CPU has it).
+// epilogue in AVX-512 where the CPU has it, as is silu_rows_avx512, the depthwise kernel's SiLU).
 //
 // c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call into
 // panels of 16 output channels, k-major (pack_panels, with the SE gate folded in when given): all of them
@@ -112,11 +112,6 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
 // process). Compiled for AVX-512F on its own, called only where the CPU reports it.
 #define FZ_AVX512 __attribute__((target("avx,avx2,fma,f16c,avx512f")))
 
-bool cpu_has_avx512f() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && !std::getenv("FASTZOO_NO_AVX512");
-  return yes;
-}
-
 // exp(x), x clamped to [-87.34, 88.38] (NaN too: the caller keeps its NaNs), relative error < 5e-7:
 // x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial in r, 2^n by vscalefps.
 FZ_AVX512 inline __m512 exp512(__m512 x) {
@@ -135,6 +130,13 @@ FZ_AVX512 inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// v * sigmoid(v), NaN kept.
+FZ_AVX512 inline __m512 silu512(__m512 v) {
+  const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
+  const __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), y, v);
+}
+
 template <int MR>
 FZ_AVX512 __attribute__((noinline)) void tile_silu512(const float* a, int64_t lda, const float* wp, int64_t K,
                                                       float* c, int64_t ldc, const float* sc, const float* sh,
@@ -149,9 +151,7 @@ FZ_AVX512 __attribute__((noinline)) void tile_silu512(const float* a, int64_t ld
                                                    _mm256_castps_pd(acc[i][1]), 1));
     v = _mm512_fmadd_ps(v, vs, vh);
     if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
-    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
-    const __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));  // v * sigmoid(v)
-    _mm512_mask_storeu_ps(c + i * ldc, m, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), y, v));
+    _mm512_mask_storeu_ps(c + i * ldc, m, silu512(v));
   }
 }
 
@@ -178,6 +178,32 @@ void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t
 #endif
 
 }  // namespace
+
+#if FZ_AVX2
+bool cpu_has_avx512f() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && !std::getenv("FASTZOO_NO_AVX512");
+  return yes;
+}
+
+FZ_AVX512 void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const __mmask16 m = C - c0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c0)) - 1);
+    __m512 tot = _mm512_setzero_ps();
+    for (int64_t p = 0; p < P; ++p) {
+      float* q = y + p * ldy + c0;
+      const __m512 v = silu512(_mm512_maskz_loadu_ps(m, q));
+      _mm512_mask_storeu_ps(q, m, v);
+      tot = _mm512_add_ps(tot, v);
+    }
+    if (sums) _mm512_mask_storeu_ps(sums + c0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + c0), tot));
+  }
+}
+#else
+bool cpu_has_avx512f() { return false; }
+void silu_rows_avx512(float*, int64_t, int64_t, int64_t, float*) {
+  TORCH_CHECK(false, "silu_rows_avx512: built without AVX-512");
+}
+#endif
 
 int64_t packed_panels_size(int64_t K, int64_t Cout) { return (Cout + 15) / 16 * 16 * K; }
 

@@ -114,11 +114,6 @@ void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int
 // c (P x Cout, rows ldc apart) = act(a (P x K, rows lda apart) @ w^T * sc + sh (+ r, rows ldr apart)),
 // single-threaded (for use inside at::parallel_for); r may be null.
 int64_t packed_panels_size(int64_t K, int64_t Cout);
-// AVX-512F on this CPU, and FASTZOO_NO_AVX512 not set: SiLU then runs in AVX-512 (gemm_epilogue.cpp).
-bool cpu_has_avx512f();
-// y[p * ldy + c] = silu(y[p * ldy + c]) for P pixels of C channels, and sums[c] += their new values when
-// sums is not null. Only where cpu_has_avx512f().
-void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums);
 void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, float* wp);
 void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
@@ -127,6 +122,12 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
 // wrote and re-read it through memory (6% of efficientnet_b0 at batch 1).
 void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* gate, int64_t P, int64_t K, int64_t Cout,
                  float* c, int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
+
+// AVX-512F on this CPU, and FASTZOO_NO_AVX512 not set: SiLU then runs in AVX-512 (gemm_epilogue.cpp).
+bool cpu_has_avx512f();
+// y[p * ldy + c] = silu(y[p * ldy + c]) for P pixels of C channels, and sums[c] += their new values when
+// sums is not null. Only where cpu_has_avx512f().
+void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums);
 
 // act(conv(x, weight) * scale + shift) into out, a KxK conv (groups 1, padding K//2) for few input channels
 // (K*K*Cin <= 80: the stems), float32, out dense channels_last; scale/shift float. False (nothing written)

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
+#include <initializer_list>
 #include <optional>
 
 #include "fastzoo/activation.h"
@@ -115,6 +116,14 @@ void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int
 // single-threaded (for use inside at::parallel_for); r may be null.
 int64_t packed_panels_size(int64_t K, int64_t Cout);
 void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, float* wp);
+// Several weights packed at once (pack_panels of each), their panels split across the threads when there
+// are many; one parallel region.
+struct PackJob {
+  const at::Tensor* w;  // (Cout, K), float32, contiguous
+  const float* gate;    // or null
+  float* wp;            // packed_panels_size(K, Cout) floats
+};
+void pack_jobs(std::initializer_list<PackJob> jobs);
 void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
 // The same from w itself (times gate[k] when given), packing one panel at a time into a buffer that stays

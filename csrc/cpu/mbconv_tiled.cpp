@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
-#include <utility>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -81,33 +80,6 @@ float* scratch(int slot, int64_t n) {
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
-}
-
-struct PackJob {
-  const at::Tensor* w;  // (Cout, K)
-  const float* gate;    // or null
-  float* wp;            // packed_panels_size(K, Cout) floats
-};
-
-// The jobs' weights packed, their 16-channel panels split across the threads when there are many (on the
-// calling thread alone, the other waiting, packing was 8% of mobilenet_v2 at batch 1); one parallel region.
-void pack_jobs(std::initializer_list<PackJob> jobs) {
-  std::vector<std::pair<const PackJob*, int64_t>> panels;  // (job, first channel)
-  int64_t floats = 0;
-  for (const PackJob& j : jobs) {
-    for (int64_t o0 = 0; o0 < j.w->size(0); o0 += 16) panels.emplace_back(&j, o0);
-    floats += j.w->numel();
-  }
-  auto range = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const PackJob& j = *panels[i].first;
-      const int64_t o0 = panels[i].second, K = j.w->size(1), n = std::min<int64_t>(16, j.w->size(0) - o0);
-      pack_panels(j.w->const_data_ptr<float>() + o0 * K, K, n, j.gate, j.wp + o0 * K);
-    }
-  };
-  const int64_t np = static_cast<int64_t>(panels.size());
-  if (floats >= 16384) at::parallel_for(0, np, 1, range);
-  else range(0, np);
 }
 
 // w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot.

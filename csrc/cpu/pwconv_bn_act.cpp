@@ -142,7 +142,7 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   if (P >= 64 * threads || blocks < threads) {
     thread_local std::vector<float> panels;  // the calling thread's packed weights, read by all
     panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, Cout)));
-    pack_panels(w, K, Cout, nullptr, panels.data());
+    pack_jobs({{&w2d, nullptr, panels.data()}});
     const float* wp = panels.data();
     at::parallel_for(0, P, std::max<int64_t>(16, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
       gemm_packed_bn_act(a + p0 * lda, lda, wp, p1 - p0, K, Cout, c + p0 * Cout, Cout, scp, shp,

@@ -59,6 +59,7 @@ py::bytes version_key(const std::vector<std::optional<at::Tensor>>& tensors) {
 namespace fastzoo {
 void set_cpu_fastpath(bool enabled);
 bool cpu_fastpath();
+void set_simulated_stealing(bool enabled);
 namespace cpu {
 at::Tensor rgb_to_channels_last(const at::Tensor& x);
 }
@@ -70,6 +71,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_fastpath", &fastzoo::set_cpu_fastpath,
         "Testing aid: False routes CPU kernels through the shared __host__ __device__ math.");
   m.def("cpu_fastpath", &fastzoo::cpu_fastpath);
+  m.def("set_simulated_stealing", &fastzoo::set_simulated_stealing,
+        "Testing aid: one thread runs parallel tasks in the order stealing gives (half forwards, half backwards).");
   m.def("version_key", &version_key, "(data_ptr, _version) of each tensor, packed: FoldCache's key.");
   m.def("rgb_to_channels_last", &fastzoo::cpu::rgb_to_channels_last, py::call_guard<py::gil_scoped_release>(),
         "x.contiguous(memory_format=torch.channels_last) for a contiguous (N, 3, H, W) float32 CPU tensor.");

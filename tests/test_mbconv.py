@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import fastzoo
-from fastzoo import ops
+from fastzoo import _ext, ops
 from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
 
 
@@ -152,4 +152,28 @@ def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, 
         run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se, act=act,
                    residual=stride == 1 and cin == cout)
     finally:
+        torch.set_num_threads(old)
+
+
+# parallel_tasks: a thread that is ahead takes strips from the back of another's run, backwards, keeping the
+# halo rows from one to the next the other way round. Which strips move depends on timing, so one thread
+# runs them in that order here (half forwards, the rest backwards), several strips per image.
+@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", [
+    (1, 16, 72, 24, 56, 56, 3, 2, False),
+    (1, 16, 96, 16, 57, 43, 5, 1, True),
+    (2, 24, 144, 24, 64, 60, 7, 1, False),
+    (3, 40, 240, 40, 28, 28, 5, 1, True),
+    (1, 32, 192, 64, 75, 91, 3, 2, True),
+])
+def test_mbconv_strips_stolen_order(impl, n, cin, cexp, cout, h, w, k, stride, se):
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the tiled path is the C++ CPU fast path")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _ext._C.set_simulated_stealing(True)
+    try:
+        run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se,
+                   residual=stride == 1 and cin == cout)
+    finally:
+        _ext._C.set_simulated_stealing(False)
         torch.set_num_threads(old)

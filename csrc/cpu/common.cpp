@@ -13,10 +13,13 @@ namespace fastzoo {
 
 namespace {
 std::atomic<bool> g_cpu_fastpath{true};
-}
+std::atomic<bool> g_simulated_stealing{false};
+}  // namespace
 
 void set_cpu_fastpath(bool enabled) { g_cpu_fastpath.store(enabled); }
 bool cpu_fastpath() { return g_cpu_fastpath.load(std::memory_order_relaxed); }
+void set_simulated_stealing(bool enabled) { g_simulated_stealing.store(enabled); }
+bool simulated_stealing() { return g_simulated_stealing.load(std::memory_order_relaxed); }
 
 bool cpu_has_avx2() {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FASTZOO_NO_AVX2)

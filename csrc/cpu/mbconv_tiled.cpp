@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "parallel_tasks.h"
 #include "fastzoo/cpu_vec.h"
 
 namespace fastzoo {
@@ -54,17 +55,24 @@ void gate_rows_to(const float* w, const float* g, float* d, int64_t C) {
   for (; c < C; ++c) d[c] = w[c] * g[c];
 }
 
-// The length of the parts (at most `part`) to cut each of N images' `len` rows or pixels into for
-// at::parallel_for, which gives each thread a run of ceil(tasks / threads) consecutive parts: more, shorter
-// parts where that leaves the busiest thread less (28 rows in parts of 13 gave one thread 26 rows, the other 2;
-// one part per image at batch 1 left the other thread idle).
-int64_t balanced_part(int64_t N, int64_t len, int64_t part, int64_t threads) {
-  auto busiest = [&](int64_t parts) { return (N * parts + threads - 1) / threads * ((len + parts - 1) / parts); };
-  const int64_t given = (len + part - 1) / part;
-  int64_t best = given;
-  for (int64_t parts = given + 1, last = std::min(len, given + 2 * threads); parts <= last; ++parts)
-    if (busiest(parts) < busiest(best)) best = parts;
-  return best == given ? part : (len + best - 1) / best;
+// How many parts to cut each of N images' `len` rows (or pixels) into, at least `parts`: part p of an image is
+// [len * p / parts, len * (p + 1) / parts), so parts differ by one row at most, and parallel_tasks starts
+// thread i on the parts [tasks * i / threads, tasks * (i + 1) / threads). More parts where that leaves the
+// busiest thread fewer rows: 14 rows in parts of at most 6 (6 + 6 + 2) gave one thread 12 and the other 2, at
+// batch 1 one part per image left the other thread idle; 4 parts of 3-4 rows give each 7.
+int64_t balanced_parts(int64_t N, int64_t len, int64_t parts, int64_t threads) {
+  auto busiest = [&](int64_t k) {  // the most rows a thread's run of parts holds
+    const int64_t tasks = N * k;
+    auto rows_before = [&](int64_t t) { return t / k * len + len * (t % k) / k; };  // rows of tasks [0, t)
+    int64_t most = 0;
+    for (int64_t i = 0; i < threads; ++i)
+      most = std::max(most, rows_before(tasks * (i + 1) / threads) - rows_before(tasks * i / threads));
+    return most;
+  };
+  int64_t best = parts;
+  for (int64_t k = parts + 1, last = std::min(len, parts + 2 * threads); k <= last; ++k)
+    if (busiest(k) < busiest(best)) best = k;
+  return best;
 }
 
 inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_ptr<float>() : nullptr; }
@@ -172,18 +180,19 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // batch 1, 7x7: 192 -> 1152 -> 320 k3 0.67 -> 0.48 ms, 160 -> 960 -> 160 0.29 -> 0.26 ms; but 80 -> 200
   // -> 80 at 14x14 0.12 -> 0.16 ms and 24 -> 96 k5 s2 0.12 -> 0.32 ms, so not below 512 channels).
   const bool feed_only = has_expand && R == OH && N < threads && Cmid >= 512;
-  if (N * ((OH + R - 1) / R) < threads) {
-    const int64_t per_image = (threads + N - 1) / N;
-    R = std::max<int64_t>(1, (OH + per_image - 1) / per_image);
-  }
-  auto halo_too_big_at = [&](int64_t r) {
-    return has_expand && r < OH && (r * stride + K - stride) > 3 * r * stride / 2;
+  int64_t strips = (OH + R - 1) / R;
+  if (N * strips < threads) strips = std::min(OH, (threads + N - 1) / N);
+  // too much halo where a strip's expanded rows exceed 1.5x its own
+  auto halo_too_big_at = [&](int64_t parts) {
+    const int64_t r = (OH + parts - 1) / parts;
+    return has_expand && parts > 1 && (r * stride + K - stride) > 3 * r * stride / 2;
   };
   // more, shorter strips where that evens out the threads' shares, unless it makes the halo too big (at
   // batch 32 it sent efficientnet_b0's 14x14 k5 blocks to the untiled path: +11%)
-  if (const int64_t rb = balanced_part(N, OH, R, threads); !halo_too_big_at(rb) || halo_too_big_at(R)) R = rb;
-  const int64_t strips = (OH + R - 1) / R;
-  const bool halo_too_big = halo_too_big_at(R);
+  if (const int64_t sb = balanced_parts(N, OH, strips, threads); !halo_too_big_at(sb) || halo_too_big_at(strips))
+    strips = sb;
+  const bool halo_too_big = halo_too_big_at(strips);
+  R = (OH + strips - 1) / strips;  // the longest strip
   bool split_channels = false;
   if (feed_only || halo_too_big || N * strips < threads) {
     if (N >= threads || OH * row_floats > 4 * kStripFloats) return false;
@@ -229,16 +238,17 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     sums = scratch(6, N * strips * Cmid);
     std::fill_n(sums, N * strips * Cmid, 0.f);
   }
-  // A thread runs consecutive strips: the expanded rows a strip shares with the one before (the depthwise
-  // halo, K - stride rows) are moved to the front of its buffer instead of computed again (mobilenet_v2 at
-  // batch 1 expanded 1.3-1.5x the rows of its 56x56 to 14x14 blocks).
+  // A thread runs consecutive strips, forwards in its own run and backwards in those it takes from the end
+  // of another's: the expanded rows a strip shares with the one before (the depthwise halo, K - stride rows)
+  // are moved in its buffer instead of computed again (mobilenet_v2 at batch 1 expanded 1.3-1.5x the rows of
+  // its 56x56 to 14x14 blocks).
   const int64_t max_rows = std::min<int64_t>(H, (R - 1) * stride + K);
-  at::parallel_for(0, N * strips, 1, [&](int64_t b, int64_t e) {
+  parallel_tasks(N * strips, [&] {
     float* dbuf = se ? nullptr : scratch(1, R * OW * Cmid);
     float* ebuf = has_expand ? scratch(0, max_rows * W * Cmid) : nullptr;
-    int64_t kept_n = -1, kept0 = 0, kept1 = 0;  // ebuf holds the expanded rows [kept0, kept1) of image kept_n
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t n = t / strips, oh0 = (t % strips) * R, oh1 = std::min(OH, oh0 + R);
+    // ebuf holds the expanded rows [kept0, kept1) of image kept_n
+    return [&, dbuf, ebuf, kept_n = int64_t{-1}, kept0 = int64_t{0}, kept1 = int64_t{0}](int64_t t) mutable {
+      const int64_t n = t / strips, oh0 = OH * (t % strips) / strips, oh1 = OH * (t % strips + 1) / strips;
       const float* xn = xp + n * xs.n;
       // input rows the strip reads: [ih0, ih1)
       const int64_t ih0 = std::max<int64_t>(0, oh0 * stride - pad);
@@ -247,14 +257,20 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       Strides4 ins = xs;
       if (has_expand) {
         const int64_t row = W * Cmid;
-        int64_t from = ih0;  // the first row to compute
-        if (kept_n == n && ih0 >= kept0 && ih0 < kept1) {
-          std::memmove(ebuf, ebuf + (ih0 - kept0) * row, sizeof(float) * (kept1 - ih0) * row);
-          from = kept1;
+        // the rows [ov0, ov1) of ebuf's last strip move to their place; the rest is computed
+        int64_t ov0 = ih0, ov1 = ih0;
+        if (kept_n == n && std::max(ih0, kept0) < std::min(ih1, kept1)) {
+          ov0 = std::max(ih0, kept0), ov1 = std::min(ih1, kept1);
+          if (ih0 != kept0)
+            std::memmove(ebuf + (ov0 - ih0) * row, ebuf + (ov0 - kept0) * row, sizeof(float) * (ov1 - ov0) * row);
         }
-        if (ih1 > from)
-          gemm_packed_bn_act(xn + from * W * Cin, Cin, ewp, (ih1 - from) * W, Cin, Cmid, ebuf + (from - ih0) * row,
-                             Cmid, fp(esc), fp(esh), nullptr, 0, act);
+        auto expand = [&](int64_t r0, int64_t r1) {
+          if (r1 > r0)
+            gemm_packed_bn_act(xn + r0 * W * Cin, Cin, ewp, (r1 - r0) * W, Cin, Cmid, ebuf + (r0 - ih0) * row, Cmid,
+                               fp(esc), fp(esh), nullptr, 0, act);
+        };
+        expand(ih0, ov0);
+        expand(ov1, ih1);
         kept_n = n, kept0 = ih0, kept1 = ih1;
         dw_in = ebuf - ih0 * row;  // so that image row ih is at dw_in + ih * W * Cmid
         ins = Strides4{0, 1, W * Cmid, Cmid};
@@ -269,7 +285,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         gemm_packed_bn_act(dbuf, Cmid, pwp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
                            residual ? xn + oh0 * OW * Cin : nullptr, Cin, Act::Identity);
       }
-    }
+    };
   });
   if (!se) return true;
 
@@ -287,15 +303,12 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   }
   const at::Tensor g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
   const float* gp = g.const_data_ptr<float>();
-  const int64_t PB =
-      balanced_part(N, OP, std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP), threads);
-  const int64_t chunks = (OP + PB - 1) / PB;
+  const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
+  const int64_t chunks = balanced_parts(N, OP, (OP + PB - 1) / PB, threads);
   if (gate_weights && N == 1) pack_jobs({{&pw2d, gp, pwp}});
-  at::parallel_for(0, N * chunks, 1, [&](int64_t b, int64_t e) {
-    const float* wp = pwp;
-    int64_t packed_n = N == 1 ? 0 : -1;
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t n = t / chunks, p0 = (t % chunks) * PB, P = std::min(OP, p0 + PB) - p0;
+  parallel_tasks(N * chunks, [&] {
+    return [&, wp = static_cast<const float*>(pwp), packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
+      const int64_t n = t / chunks, p0 = OP * (t % chunks) / chunks, P = OP * (t % chunks + 1) / chunks - p0;
       float* d = hp + (n * OP + p0) * Cmid;
       if (!gate_weights) {
         for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
@@ -306,7 +319,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       float* o = op + (n * OP + p0) * Cout;
       gemm_packed_bn_act(d, Cmid, wp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
                          residual ? xp + (n * OP + p0) * Cin : nullptr, Cin, Act::Identity);
-    }
+    };
   });
   return true;
 }

@@ -22,10 +22,14 @@ def chain_runs(monkeypatch):
     return runs
 
 
-@pytest.mark.parametrize("name", ["mobilenetv3_small", "mobilenetv2", "efficientnet_b0", "efficientnet_v2_s"])
-def test_one_call_equals_the_blocks_one_by_one(name, chain_runs):
+# 224x224 at batch 1: the paths the chain's prepacked weights take at that size (strips, the channel split of
+# the 7x7 blocks with the SE gate applied to packed panels, the untiled path)
+@pytest.mark.parametrize("name,shape", [("mobilenetv3_small", (2, 3, 67, 61)), ("mobilenetv2", (2, 3, 67, 61)),
+                                        ("efficientnet_b0", (2, 3, 67, 61)), ("efficientnet_v2_s", (2, 3, 67, 61)),
+                                        ("mobilenetv3_large", (1, 3, 224, 224)), ("efficientnet_b0", (1, 3, 224, 224))])
+def test_one_call_equals_the_blocks_one_by_one(name, shape, chain_runs):
     m = randomize_bn(fastzoo.create_model(name)).eval()
-    x = torch.randn(2, 3, 67, 61)
+    x = torch.randn(shape)
     with torch.inference_mode():
         y = m(x)
     assert len(chain_runs) == 1 and {"mbconv", "fused_mbconv"} & set(chain_runs[0])
@@ -128,6 +132,20 @@ def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
         handle.remove()
         torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
     assert len(chain_runs) == 2
+
+
+def test_the_chain_packs_weights_again_when_they_change():
+    """The chain keeps its 1x1 convs' weights packed from run to run; an in-place change (a _version bump) or
+    new storage (.data =) has them packed again."""
+    w, sc, sh = torch.randn(40, 24, 1, 1), torch.rand(40) + 0.5, torch.randn(40)
+    x = torch.randn(1, 24, 14, 14).contiguous(memory_format=torch.channels_last)
+    chain = fastzoo._ext._C.BlockChain()
+    chain.add("pwconv_bn_act", [w, sc, sh, None], [], ["relu"])
+    with torch.no_grad():
+        for change in (lambda: None, lambda: w.mul_(-2), lambda: setattr(w, "data", torch.randn(40, 24, 1, 1))):
+            change()
+            expected = torch.ops.fastzoo.pwconv_bn_act(x, w, sc, sh, "relu")
+            torch.testing.assert_close(chain.run(x), expected, rtol=0, atol=0)
 
 
 def test_block_chain_rejects_bad_steps():

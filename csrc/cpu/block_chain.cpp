@@ -23,7 +23,20 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
     TORCH_CHECK(tensors.size() == k.tensors && ints.size() == k.ints && strs.size() == k.strs,
                 "BlockChain.add: ", op, " takes ", k.tensors, " tensors, ", k.ints, " ints and ", k.strs,
                 " strings after x, got ", tensors.size(), ", ", ints.size(), " and ", strs.size());
-    steps_.push_back(Step{k.op, std::move(tensors), std::move(ints), std::move(strs)});
+    Step step{k.op, std::move(tensors), std::move(ints), std::move(strs), {}};
+    // the 1x1 convs' weights, packed at the first run: mbconv's expansion and projection, fused_mbconv's
+    // projection, pwconv_bn_act's
+    std::vector<size_t> pointwise;
+    if (k.op == Op::MBConv) pointwise = {0, 10};
+    if (k.op == Op::FusedMBConv) pointwise = {3};
+    if (k.op == Op::PwConv) pointwise = {0};
+    for (size_t i : pointwise) {
+      const auto& w = step.t[i];
+      if (w.has_value() && w->defined() && w->device().is_cpu() && w->scalar_type() == at::kFloat &&
+          w->dim() >= 2 && w->numel() > 0 && w->numel() == w->size(0) * w->size(1))
+        step.packed.push_back(Packed{*w});
+    }
+    steps_.push_back(std::move(step));
     return;
   }
   TORCH_CHECK(false, "BlockChain.add: unknown op '", op,
@@ -33,6 +46,8 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
 namespace {
 // The buffer the next new_output() call of this thread hands out, set by BlockChain::run per step.
 thread_local at::Tensor* t_armed = nullptr;
+// The running step's packed weights, for prepacked_panels.
+thread_local const void* t_packed = nullptr;
 
 std::vector<int64_t> strides_of(at::IntArrayRef sizes, at::MemoryFormat format) {
   std::vector<int64_t> st(sizes.size(), 1);
@@ -55,10 +70,31 @@ at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options, a
   return buf->as_strided(sizes, strides_of(sizes, format));
 }
 
+void BlockChain::refresh(std::vector<Packed>& packed) {
+  for (Packed& p : packed) {
+    const int64_t version = p.w.is_inference() ? 0 : static_cast<int64_t>(p.w._version());
+    if (p.w.const_data_ptr() == p.data && version == p.version) continue;
+    const at::Tensor w2d = p.w.reshape({p.w.size(0), -1}).contiguous();
+    p.panels.resize(packed_panels_size(w2d.size(1), w2d.size(0)));
+    pack_jobs({{&w2d, nullptr, p.panels.data()}});
+    p.data = p.w.const_data_ptr();
+    p.version = version;
+  }
+}
+
+const float* prepacked_panels(const at::Tensor& w) {
+  const auto* packed = static_cast<const std::vector<BlockChain::Packed>*>(t_packed);
+  if (packed == nullptr || !w.defined()) return nullptr;
+  for (const auto& p : *packed)
+    if (p.data == w.const_data_ptr() && p.w.numel() == w.numel() && p.w.size(0) == w.size(0) && w.is_contiguous())
+      return p.panels.data();
+  return nullptr;
+}
+
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
   std::lock_guard<std::mutex> lock(running_);  // the buffers belong to one run at a time
   struct Disarm {  // also when an op throws: no later new_output() of this thread may hand out a buffer
-    ~Disarm() { t_armed = nullptr; }
+    ~Disarm() { t_armed = nullptr, t_packed = nullptr; }
   } disarm;
   at::Tensor x = x0;
   for (size_t k = 0; k < steps_.size(); ++k) {
@@ -66,6 +102,8 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
     // outputs but the last in buffer k % 2: step k reads buffer (k - 1) % 2 (or x0) and writes the other;
     // the last output is fresh memory, the caller's to keep
     t_armed = k + 1 < steps_.size() ? &buffers_[k % 2] : nullptr;
+    refresh(st.packed);
+    t_packed = &st.packed;
     const auto& t = st.t;
     // a None where the schema wants a Tensor: the op's own check reports it by name
     auto T = [&](size_t k) { return t[k].has_value() ? *t[k] : at::Tensor(); };

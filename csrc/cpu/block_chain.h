@@ -22,6 +22,15 @@ class BlockChain {
   at::Tensor run(const at::Tensor& x) const;
   size_t size() const { return steps_.size(); }
 
+  // A float32 1x1-conv weight of a step and its packed panels (prepacked_panels), packed again when the
+  // weight's data pointer or version changes.
+  struct Packed {
+    at::Tensor w;
+    const void* data = nullptr;
+    int64_t version = -1;
+    std::vector<float> panels;
+  };
+
  private:
   enum class Op { MBConv, FusedMBConv, PwConv, DwConv };
   struct Step {
@@ -29,7 +38,9 @@ class BlockChain {
     std::vector<std::optional<at::Tensor>> t;
     std::vector<int64_t> i;
     std::vector<std::string> s;
+    mutable std::vector<Packed> packed;
   };
+  static void refresh(std::vector<Packed>& packed);
   std::vector<Step> steps_;
   // the ping-pong output buffers (flat, grown as needed) of the steps but the last; one run at a time
   mutable at::Tensor buffers_[2];

@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/string_view.h>
 
-#include <initializer_list>
 #include <optional>
 
 #include "fastzoo/activation.h"
@@ -116,14 +115,22 @@ void gemm_rows_split(const float* a, int64_t lda, const float* w, int64_t P, int
 // single-threaded (for use inside at::parallel_for); r may be null.
 int64_t packed_panels_size(int64_t K, int64_t Cout);
 void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, float* wp);
+// One packed panel (K rows of 16 channels) times gate[k] per row (copied when gate is null).
+void gate_panel(const float* src, int64_t K, const float* gate, float* dst);
 // Several weights packed at once (pack_panels of each), their panels split across the threads when there
 // are many; one parallel region.
 struct PackJob {
-  const at::Tensor* w;  // (Cout, K), float32, contiguous
-  const float* gate;    // or null
-  float* wp;            // packed_panels_size(K, Cout) floats
+  const at::Tensor* w;            // (Cout, K), float32, contiguous
+  const float* gate;              // or null
+  float* wp;                      // packed_panels_size(K, Cout) floats
+  const float* panels = nullptr;  // w already packed (prepacked_panels): only the gate is applied
 };
-void pack_jobs(std::initializer_list<PackJob> jobs);
+void pack_jobs(c10::ArrayRef<PackJob> jobs);
+// The packed panels of w (pack_panels, no gate) that the running BlockChain step keeps from call to call,
+// or null: a model's 1x1-conv weights are packed once, not per call (packing, a transpose of weights read
+// from memory, was 40-90 us of each of mobilenet_v2's 14x14 blocks at batch 1). Only valid on the thread
+// running the chain, outside parallel regions.
+const float* prepacked_panels(const at::Tensor& w);
 void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
 // The same from w itself (times gate[k] when given), packing one panel at a time into a buffer that stays

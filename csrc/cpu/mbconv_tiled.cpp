@@ -8,8 +8,8 @@
 // order, not as threads finish: the same result every run) and pass 2 gates and projects it strip by strip.
 // Small maps at batch 1, where strips would recompute too much halo, run as one piece per image with the
 // channels split across threads instead (image_split_channels).
-// GEMMs: gemm_packed_bn_act (the BN + act epilogue in registers; weights packed once per call), one call
-// per strip, single-threaded inside at::parallel_for.
+// GEMMs: gemm_packed_bn_act (the BN + act epilogue in registers; weights packed once per call, or once for
+// all calls in a BlockChain), one call per strip, single-threaded inside parallel_tasks.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -81,8 +81,8 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
-// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
-// caller's per-strip SE sums.
+// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE, or the
+// channel split's by output channels); 6: the caller's per-strip SE sums.
 float* scratch(int slot, int64_t n) {
   thread_local std::vector<float> bufs[7];
   std::vector<float>& b = bufs[slot];
@@ -90,11 +90,17 @@ float* scratch(int slot, int64_t n) {
   return b.data();
 }
 
-// w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot.
-const float* packed(int slot, const at::Tensor& w, const float* gate) {
+// w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot; from w's
+// prepacked panels `pre` where there are some (then only the gate is applied).
+const float* packed(int slot, const at::Tensor& w, const float* gate, const float* pre) {
   const int64_t Cout = w.size(0), K = w.size(1);
+  if (pre != nullptr && gate == nullptr) return pre;
   float* wp = scratch(slot, packed_panels_size(K, Cout));
-  pack_panels(w.const_data_ptr<float>(), K, Cout, gate, wp);
+  if (pre == nullptr) {
+    pack_panels(w.const_data_ptr<float>(), K, Cout, gate, wp);
+  } else {
+    for (int64_t o0 = 0; o0 < Cout; o0 += 16) gate_panel(pre + o0 * K, K, gate, wp + o0 * K);
+  }
   return wp;
 }
 
@@ -115,9 +121,14 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   std::vector<float> sums(se ? Cmid : 0, 0.f);
   const float* in = has_expand ? ebuf : xn;
   const float* wk = fp(wkc);
+  const float* ew_pre = has_expand ? prepacked_panels(ew2d) : nullptr;
+  const float* pw_pre = prepacked_panels(pw2d);
   at::parallel_for(0, (Cmid + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
     const int64_t c0 = b * CB, nc = std::min(Cmid, e * CB) - c0;
-    if (has_expand)
+    if (ew_pre)
+      gemm_packed_bn_act(xn, Cin, ew_pre + c0 * Cin, HW, Cin, nc, ebuf + c0, Cmid, fp(esc) + c0, fp(esh) + c0,
+                         nullptr, 0, act);
+    else if (has_expand)
       gemm_bn_act(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, nullptr, HW, Cin, nc, ebuf + c0, Cmid,
                   fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
     float* wslice = scratch(2, KK * nc);  // this block's columns of the (K*K, Cmid) weights
@@ -137,14 +148,25 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   if (blocks % threads == 0) {  // blocks of output channels per thread
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
-      gemm_bn_act(dbuf, Cmid, pw2d.const_data_ptr<float>() + o0 * Cmid, gp, OP, Cmid, no, on + o0, Cout,
-                  fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
+      if (pw_pre) {
+        const float* wp = pw_pre + o0 * Cmid;
+        if (gp) {  // this thread's panels gated, into its own scratch
+          float* g = scratch(5, (e - b) * CB * Cmid);
+          for (int64_t i = 0; i < e - b; ++i) gate_panel(wp + i * CB * Cmid, Cmid, gp, g + i * CB * Cmid);
+          wp = g;
+        }
+        gemm_packed_bn_act(dbuf, Cmid, wp, OP, Cmid, no, on + o0, Cout, fp(psc) + o0, fp(psh) + o0,
+                           residual ? xn + o0 : nullptr, Cin, Act::Identity);
+      } else {
+        gemm_bn_act(dbuf, Cmid, pw2d.const_data_ptr<float>() + o0 * Cmid, gp, OP, Cmid, no, on + o0, Cout,
+                    fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
+      }
     });
     return;
   }
   // Output channels that do not split evenly (40 = 16 + 16 + 8 left one thread a quarter of the work):
   // rows of pixels per thread.
-  const float* pw = packed(4, pw2d, gp);
+  const float* pw = packed(4, pw2d, gp, pw_pre);
   at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
     gemm_packed_bn_act(dbuf + p0 * Cmid, Cmid, pw, p1 - p0, Cmid, Cout, on + p0 * Cout, Cout, fp(psc), fp(psh),
                        residual ? xn + p0 * Cin : nullptr, Cin, Act::Identity);
@@ -217,11 +239,21 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // weights where that is less work than gating the Cmid-wide rows of the dw output: fewer output channels
   // than pixels, as in nearly every block (packed in pass 2, for one image, or per image by each thread).
   const bool gate_weights = se && Cout < OP;
-  float* ewp = has_expand ? scratch(3, packed_panels_size(Cin, Cmid)) : nullptr;
-  float* pwp = scratch(4, packed_panels_size(Cmid, Cout));
-  if (has_expand && !gate_weights) pack_jobs({{&ew2d, nullptr, ewp}, {&pw2d, nullptr, pwp}});
-  else if (has_expand) pack_jobs({{&ew2d, nullptr, ewp}});
-  else if (!gate_weights) pack_jobs({{&pw2d, nullptr, pwp}});
+  // (a BlockChain's are packed already: prepacked_panels)
+  const float* ew_pre = has_expand ? prepacked_panels(ew2d) : nullptr;
+  const float* pw_pre = prepacked_panels(pw2d);
+  const float* ewp = ew_pre;
+  const float* pwp = gate_weights ? nullptr : pw_pre;
+  std::vector<PackJob> jobs;
+  if (has_expand && !ewp) {
+    jobs.push_back({&ew2d, nullptr, scratch(3, packed_panels_size(Cin, Cmid))});
+    ewp = jobs.back().wp;
+  }
+  if (!gate_weights && !pwp) {
+    jobs.push_back({&pw2d, nullptr, scratch(4, packed_panels_size(Cmid, Cout))});
+    pwp = jobs.back().wp;
+  }
+  pack_jobs(jobs);
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
   // buffer per call page-faulted ~950 times per efficientnet_b0 forward at batch 1), and the per-strip sums
@@ -305,15 +337,19 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = balanced_parts(N, OP, (OP + PB - 1) / PB, threads);
-  if (gate_weights && N == 1) pack_jobs({{&pw2d, gp, pwp}});
+  if (gate_weights && N == 1) {
+    float* wp = scratch(4, packed_panels_size(Cmid, Cout));
+    pack_jobs({{&pw2d, gp, wp, pw_pre}});
+    pwp = wp;
+  }
   parallel_tasks(N * chunks, [&] {
-    return [&, wp = static_cast<const float*>(pwp), packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
+    return [&, wp = pwp, packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
       const int64_t n = t / chunks, p0 = OP * (t % chunks) / chunks, P = OP * (t % chunks + 1) / chunks - p0;
       float* d = hp + (n * OP + p0) * Cmid;
       if (!gate_weights) {
         for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
       } else if (n != packed_n) {
-        wp = packed(5, pw2d, gp + n * Cmid);
+        wp = packed(5, pw2d, gp + n * Cmid, pw_pre);
         packed_n = n;
       }
       float* o = op + (n * OP + p0) * Cout;

@@ -139,11 +139,15 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   const float *scp = sc.const_data_ptr<float>(), *shp = sh.const_data_ptr<float>();
   float* c = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads(), blocks = (Cout + 15) / 16;
+  const float* pre = prepacked_panels(w2d);  // a BlockChain's weights, packed already
   if (P >= 64 * threads || blocks < threads) {
     thread_local std::vector<float> panels;  // the calling thread's packed weights, read by all
-    panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, Cout)));
-    pack_jobs({{&w2d, nullptr, panels.data()}});
-    const float* wp = panels.data();
+    const float* wp = pre;
+    if (wp == nullptr) {
+      panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, Cout)));
+      pack_jobs({{&w2d, nullptr, panels.data()}});
+      wp = panels.data();
+    }
     at::parallel_for(0, P, std::max<int64_t>(16, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
       gemm_packed_bn_act(a + p0 * lda, lda, wp, p1 - p0, K, Cout, c + p0 * Cout, Cout, scp, shp,
                          r ? r + p0 * ldr : nullptr, ldr, act);
@@ -151,8 +155,12 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   } else {
     at::parallel_for(0, blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * 16, n = std::min(Cout, e * 16) - o0;
-      gemm_bn_act(a, lda, w + o0 * K, nullptr, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr, ldr,
-                  act);
+      if (pre)
+        gemm_packed_bn_act(a, lda, pre + o0 * K, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr,
+                           ldr, act);
+      else
+        gemm_bn_act(a, lda, w + o0 * K, nullptr, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr,
+                    ldr, act);
     });
   }
   return true;

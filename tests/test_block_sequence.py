@@ -134,17 +134,19 @@ def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
     assert len(chain_runs) == 2
 
 
-def test_the_chain_packs_weights_again_when_they_change():
-    """The chain keeps its 1x1 convs' weights packed from run to run; an in-place change (a _version bump) or
-    new storage (.data =) has them packed again."""
-    w, sc, sh = torch.randn(40, 24, 1, 1), torch.rand(40) + 0.5, torch.randn(40)
+@pytest.mark.parametrize("op", ["pwconv_bn_act", "dwconv_bn_act"])
+def test_the_chain_packs_weights_again_when_they_change(op):
+    """The chain keeps its 1x1 and depthwise convs' weights packed from run to run; an in-place change (a
+    _version bump) or new storage (.data =) has them packed again."""
+    shape, ints = ((40, 24, 1, 1), []) if op == "pwconv_bn_act" else ((24, 1, 3, 3), [1, -1])
+    w, sc, sh = torch.randn(shape), torch.rand(shape[0]) + 0.5, torch.randn(shape[0])
     x = torch.randn(1, 24, 14, 14).contiguous(memory_format=torch.channels_last)
     chain = fastzoo._ext._C.BlockChain()
-    chain.add("pwconv_bn_act", [w, sc, sh, None], [], ["relu"])
+    chain.add(op, [w, sc, sh] + ([None] if op == "pwconv_bn_act" else []), ints, ["relu"])
     with torch.no_grad():
-        for change in (lambda: None, lambda: w.mul_(-2), lambda: setattr(w, "data", torch.randn(40, 24, 1, 1))):
+        for change in (lambda: None, lambda: w.mul_(-2), lambda: setattr(w, "data", torch.randn(shape))):
             change()
-            expected = torch.ops.fastzoo.pwconv_bn_act(x, w, sc, sh, "relu")
+            expected = getattr(torch.ops.fastzoo, op)(x, w, sc, sh, *ints, "relu")
             torch.testing.assert_close(chain.run(x), expected, rtol=0, atol=0)
 
 

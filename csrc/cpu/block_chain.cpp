@@ -24,17 +24,21 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
                 "BlockChain.add: ", op, " takes ", k.tensors, " tensors, ", k.ints, " ints and ", k.strs,
                 " strings after x, got ", tensors.size(), ", ", ints.size(), " and ", strs.size());
     Step step{k.op, std::move(tensors), std::move(ints), std::move(strs), {}};
-    // the 1x1 convs' weights, packed at the first run: mbconv's expansion and projection, fused_mbconv's
-    // projection, pwconv_bn_act's
-    std::vector<size_t> pointwise;
-    if (k.op == Op::MBConv) pointwise = {0, 10};
-    if (k.op == Op::FusedMBConv) pointwise = {3};
-    if (k.op == Op::PwConv) pointwise = {0};
-    for (size_t i : pointwise) {
+    // weights packed at the first run: the 1x1 convs' (mbconv's expansion and projection, fused_mbconv's
+    // projection, pwconv_bn_act's) and the depthwise convs'
+    using Kind = Packed::Kind;
+    std::vector<std::pair<size_t, Kind>> packs;
+    if (k.op == Op::MBConv) packs = {{0, Kind::Panels}, {3, Kind::DwKC}, {10, Kind::Panels}};
+    if (k.op == Op::FusedMBConv) packs = {{3, Kind::Panels}};
+    if (k.op == Op::PwConv) packs = {{0, Kind::Panels}};
+    if (k.op == Op::DwConv) packs = {{0, Kind::DwKC}};
+    for (auto [i, kind] : packs) {
       const auto& w = step.t[i];
-      if (w.has_value() && w->defined() && w->device().is_cpu() && w->scalar_type() == at::kFloat &&
-          w->dim() >= 2 && w->numel() > 0 && w->numel() == w->size(0) * w->size(1))
-        step.packed.push_back(Packed{*w});
+      if (!w.has_value() || !w->defined() || !w->device().is_cpu() || w->scalar_type() != at::kFloat ||
+          w->dim() != 4 || w->numel() == 0)
+        continue;
+      if (kind == Kind::Panels ? w->size(2) * w->size(3) == 1 : w->size(1) == 1)
+        step.packed.push_back(Packed{kind, *w});
     }
     steps_.push_back(std::move(step));
     return;
@@ -74,21 +78,38 @@ void BlockChain::refresh(std::vector<Packed>& packed) {
   for (Packed& p : packed) {
     const int64_t version = p.w.is_inference() ? 0 : static_cast<int64_t>(p.w._version());
     if (p.w.const_data_ptr() == p.data && version == p.version) continue;
-    const at::Tensor w2d = p.w.reshape({p.w.size(0), -1}).contiguous();
-    p.panels.resize(packed_panels_size(w2d.size(1), w2d.size(0)));
-    pack_jobs({{&w2d, nullptr, p.panels.data()}});
+    if (p.kind == Packed::Kind::DwKC) {
+      p.packed = dw_weight_kc(p.w, at::kFloat);
+    } else {
+      const at::Tensor w2d = p.w.reshape({p.w.size(0), -1}).contiguous();
+      p.packed = at::empty({packed_panels_size(w2d.size(1), w2d.size(0))}, w2d.options());
+      pack_jobs({{&w2d, nullptr, p.packed.data_ptr<float>()}});
+    }
     p.data = p.w.const_data_ptr();
     p.version = version;
   }
 }
 
-const float* prepacked_panels(const at::Tensor& w) {
+namespace {
+const BlockChain::Packed* prepacked(const at::Tensor& w, BlockChain::Packed::Kind kind) {
   const auto* packed = static_cast<const std::vector<BlockChain::Packed>*>(t_packed);
   if (packed == nullptr || !w.defined()) return nullptr;
   for (const auto& p : *packed)
-    if (p.data == w.const_data_ptr() && p.w.numel() == w.numel() && p.w.size(0) == w.size(0) && w.is_contiguous())
-      return p.panels.data();
+    if (p.kind == kind && p.data == w.const_data_ptr() && p.w.numel() == w.numel() && p.w.size(0) == w.size(0) &&
+        w.scalar_type() == at::kFloat && w.is_contiguous())
+      return &p;
   return nullptr;
+}
+}  // namespace
+
+const float* prepacked_panels(const at::Tensor& w) {
+  const BlockChain::Packed* p = prepacked(w, BlockChain::Packed::Kind::Panels);
+  return p ? p->packed.const_data_ptr<float>() : nullptr;
+}
+
+at::Tensor prepacked_dw_kc(const at::Tensor& w) {
+  const BlockChain::Packed* p = prepacked(w, BlockChain::Packed::Kind::DwKC);
+  return p ? p->packed : at::Tensor();
 }
 
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
@@ -102,6 +123,7 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
     // outputs but the last in buffer k % 2: step k reads buffer (k - 1) % 2 (or x0) and writes the other;
     // the last output is fresh memory, the caller's to keep
     t_armed = k + 1 < steps_.size() ? &buffers_[k % 2] : nullptr;
+    t_packed = nullptr;
     refresh(st.packed);
     t_packed = &st.packed;
     const auto& t = st.t;

@@ -131,6 +131,8 @@ void pack_jobs(c10::ArrayRef<PackJob> jobs);
 // from memory, was 40-90 us of each of mobilenet_v2's 14x14 blocks at batch 1). Only valid on the thread
 // running the chain, outside parallel regions.
 const float* prepacked_panels(const at::Tensor& w);
+// The same for a float32 depthwise weight: its dw_weight_kc(w, kFloat), or an undefined tensor.
+at::Tensor prepacked_dw_kc(const at::Tensor& w);
 void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
 // The same from w itself (times gate[k] when given), packing one panel at a time into a buffer that stays

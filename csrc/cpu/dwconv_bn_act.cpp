@@ -65,6 +65,8 @@ void dw_generic_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
 }  // namespace
 
 at::Tensor dw_weight_kc(const at::Tensor& weight, at::ScalarType acc) {
+  if (acc == at::kFloat)
+    if (at::Tensor kept = prepacked_dw_kc(weight); kept.defined()) return kept;  // a BlockChain's
   const int64_t C = weight.size(0), KK = weight.size(2) * weight.size(3);
   const at::Tensor w = weight.contiguous();
   at::Tensor out = at::empty({KK, C}, weight.options().dtype(acc));

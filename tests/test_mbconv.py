@@ -71,6 +71,7 @@ def test_mbconv_dtypes(impl, dtype):
     if dtype == torch.float64 and impl.name == "triton":
         pytest.skip("triton kernels take fp32/fp16/bf16")
     run_mbconv(impl, dtype=dtype)
+    run_mbconv(impl, n=1, dtype=dtype)  # batch 1: the SE gate folded into the projection weights
     run_fused(impl, dtype=dtype, fmt="nchw")
 
 

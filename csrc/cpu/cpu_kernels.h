@@ -71,8 +71,10 @@ void dw_generic(const at::Tensor& x, const at::Tensor& weight, const at::Tensor&
 void pw_gemm(const at::Tensor& x, const at::Tensor& w2d, at::Tensor& out);
 // out = act(conv1x1(x, w2d) * scale + shift (+ residual)) by the fast paths (use_fast()): float32
 // channels_last rows through the GEMM with the epilogue in registers, else pw_gemm and one epilogue pass.
+// gate (K values, x's accumulate dtype, or null): w2d's columns times it (a batch-1 SE gate).
 void pw_bn_act_fast(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& scale_acc,
-                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out);
+                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out,
+                    const at::Tensor* gate = nullptr);
 // out = act(out * scale + shift + residual) in place; residual optional (N, Cout, H, W), any strides.
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
                          const at::Tensor* residual, Act act, bool fast);

@@ -131,11 +131,12 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   }
   const at::Tensor g = se_gate(means, *se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act);  // (N, Cmid)
   if (P >= Cout && (h2_cl || h2.is_contiguous())) {
-    const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
-    if (N == 1) {  // one GEMM, threaded by us (a batch-1 bmm runs on one thread)
-      pw_bn_act_fast(h2, wps[0], psc, psh, residual ? &x : nullptr, Act::Identity, out);
+    if (N == 1) {  // one GEMM, threaded by us (a batch-1 bmm runs on one thread), the gate packed in
+      const at::Tensor g0 = g[0];
+      pw_bn_act_fast(h2, pw2d, psc, psh, residual ? &x : nullptr, Act::Identity, out, &g0);
       return out;
     }
+    const at::Tensor wps = (pw2d.to(g.scalar_type()).unsqueeze(0) * g.unsqueeze(1)).to(x.scalar_type());
     const at::Tensor hpc = h2_cl ? h2.as_strided({N, P, Cmid}, {P * Cmid, Cmid, 1})
                                  : h2.as_strided({N, P, Cmid}, {Cmid * P, 1, P});
     if (out.is_contiguous()) {

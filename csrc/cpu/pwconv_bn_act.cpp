@@ -127,9 +127,10 @@ namespace {
 // float32, x, out and residual with channels_last rows, 3 or more pixels (1-2 are matrix-vector products,
 // gemm_rows'): the packed-weight GEMM with the epilogue in registers, split by pixel rows, or by 16-channel
 // weight panels (each thread packing its own, one at a time) when there are fewer than 64 rows per thread.
+// With a gate (K float32 values), w2d's columns times it, folded in as the weights are packed.
 // False (nothing written) where it does not apply.
 bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
-                  const at::Tensor* res, Act act, at::Tensor& out) {
+                  const at::Tensor* res, Act act, at::Tensor& out, const float* gate) {
   if (x.scalar_type() != at::kFloat || w2d.scalar_type() != at::kFloat) return false;
   const int64_t P = x.size(0) * x.size(2) * x.size(3), K = x.size(1), Cout = w2d.size(0);
   const int64_t lda = cl_row_stride(x), ldr = res ? cl_row_stride(*res) : 0;
@@ -140,12 +141,12 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   float* c = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads(), blocks = (Cout + 15) / 16;
   const float* pre = prepacked_panels(w2d);  // a BlockChain's weights, packed already
-  if (P >= 64 * threads || blocks < threads) {
+  if (P >= 64 * threads || blocks < threads || gate) {
     thread_local std::vector<float> panels;  // the calling thread's packed weights, read by all
-    const float* wp = pre;
+    const float* wp = gate ? nullptr : pre;
     if (wp == nullptr) {
       panels.resize(std::max<int64_t>(panels.size(), packed_panels_size(K, Cout)));
-      pack_jobs({{&w2d, nullptr, panels.data()}});
+      pack_jobs({{&w2d, gate, panels.data(), pre}});
       wp = panels.data();
     }
     at::parallel_for(0, P, std::max<int64_t>(16, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
@@ -192,9 +193,12 @@ void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at:
 }
 
 void pw_bn_act_fast(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& scale_acc,
-                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out) {
-  if (pw_packed_cl(x, w2d, scale_acc, shift_acc, residual, act, out)) return;
-  pw_gemm(x, w2d, out);
+                    const at::Tensor& shift_acc, const at::Tensor* residual, Act act, at::Tensor& out,
+                    const at::Tensor* gate) {
+  const float* g = gate && gate->scalar_type() == at::kFloat && gate->is_contiguous()
+                       ? gate->const_data_ptr<float>() : nullptr;
+  if ((!gate || g) && pw_packed_cl(x, w2d, scale_acc, shift_acc, residual, act, out, g)) return;
+  pw_gemm(x, gate ? (w2d.to(gate->scalar_type()) * gate->reshape({1, -1})).to(x.scalar_type()) : w2d, out);
   pw_epilogue_inplace(out, scale_acc, shift_acc, residual, act, true);
 }
 

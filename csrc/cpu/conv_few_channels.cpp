@@ -133,15 +133,18 @@ bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::
   const float* xp = x.const_data_ptr<float>();
   float* yp = out.data_ptr<float>();
   const int64_t nvec = Cpad / L;
+  // SiLU in AVX-512 over each finished row where the CPU has it (efficientnet's stem), as the depthwise kernel
+  const bool silu512 = act == Act::SiLU && cpu_has_avx512f();
   at::parallel_for(0, N * OH, 1, [&](int64_t b, int64_t e) {
     float patch[kMaxPatch];
-    with_act(act, [&](auto a) {
+    with_act(silu512 ? Act::Identity : act, [&](auto a) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t n = r / OH, oh = r % OH;
         for (int64_t v0 = 0; v0 < nvec; v0 += kMaxVecs)
           row_any<decltype(a)::value>(static_cast<int>(std::min(kMaxVecs, nvec - v0)), xp + n * xs.n, xs, wt.data(),
                                       Cpad, sh.data(), yp + r * OW * C, C, v0 * L, Cin, H, W, OW, K, stride, pad,
                                       oh, patch);
+        if (silu512) silu_rows_avx512(yp + r * OW * C, OW, C, C, nullptr);
       }
     });
   });

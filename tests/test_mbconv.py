@@ -112,17 +112,22 @@ def test_property_cpu(n, cin, cexp, cout, h, w, k, stride, expand, se, fmt, dtyp
         run_fused(impl, n, cin, cexp, cout, h, w, k, stride, expand, residual=residual, fmt=fmt, dtype=dtype)
 
 
-# The CPU's cache-tiled path (float32, channels_last): maps big enough for several strips of rows, with the
-# depthwise halo recomputed at every strip boundary, a whole image per strip, small maps at batch 1 with the
-# channels split across threads, and 1 or 2 threads (the strip planner depends on both). The cpu backend
-# only: the path is the C++ fast path's, and these sizes take minutes in the Triton interpreter.
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", [
+# Maps big enough for several strips of rows per image.
+MANY_STRIPS = [
     (1, 16, 72, 24, 56, 56, 3, 2, False),
     (1, 16, 96, 16, 57, 43, 5, 1, True),
     (2, 24, 144, 24, 64, 60, 7, 1, False),
     (3, 40, 240, 40, 28, 28, 5, 1, True),
     (1, 32, 192, 64, 75, 91, 3, 2, True),
+]
+
+
+# The CPU's cache-tiled path (float32, channels_last): several strips of rows, with the depthwise halo kept
+# from strip to strip, a whole image per strip, small maps at batch 1 with the channels split across
+# threads, and 1 or 2 threads (the strip planner depends on both). The cpu backend only: the path is the C++
+# fast path's, and these sizes take minutes in the Triton interpreter.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", MANY_STRIPS + [
     (1, 80, 480, 80, 14, 14, 5, 1, True),  # batch 1, small maps: channels split across threads
     (1, 24, 144, 40, 7, 9, 5, 2, False),
     (1, 192, 1152, 320, 7, 7, 3, 1, True),  # wide, whole image fits one strip: channels split, not strips
@@ -159,13 +164,7 @@ def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, 
 # parallel_tasks: a thread that is ahead takes strips from the back of another's run, backwards, keeping the
 # halo rows from one to the next the other way round. Which strips move depends on timing, so one thread
 # runs them in that order here (half forwards, the rest backwards), several strips per image.
-@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", [
-    (1, 16, 72, 24, 56, 56, 3, 2, False),
-    (1, 16, 96, 16, 57, 43, 5, 1, True),
-    (2, 24, 144, 24, 64, 60, 7, 1, False),
-    (3, 40, 240, 40, 28, 28, 5, 1, True),
-    (1, 32, 192, 64, 75, 91, 3, 2, True),
-])
+@pytest.mark.parametrize("n,cin,cexp,cout,h,w,k,stride,se", MANY_STRIPS)
 def test_mbconv_strips_stolen_order(impl, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the tiled path is the C++ CPU fast path")

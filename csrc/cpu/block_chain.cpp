@@ -50,7 +50,7 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
 namespace {
 // The buffer the next new_output() call of this thread hands out, set by BlockChain::run per step.
 thread_local at::Tensor* t_armed = nullptr;
-// The running step's packed weights, for prepacked_panels.
+// The running step's packed weights, for prepacked_panels and prepacked_dw_kc.
 thread_local const void* t_packed = nullptr;
 
 std::vector<int64_t> strides_of(at::IntArrayRef sizes, at::MemoryFormat format) {

@@ -239,8 +239,6 @@ void pack_panels(const float* w, int64_t K, int64_t Cout, const float* gate, flo
 #endif
 }
 
-// The jobs' weights packed, their 16-channel panels split across the threads when there are many (on the
-// calling thread alone, the other waiting, packing was 8% of mobilenet_v2 at batch 1); one parallel region.
 void gate_panel(const float* src, int64_t K, const float* gate, float* dst) {
 #if FZ_AVX2
   if (gate == nullptr) {
@@ -257,6 +255,8 @@ void gate_panel(const float* src, int64_t K, const float* gate, float* dst) {
 #endif
 }
 
+// The jobs' weights packed, their 16-channel panels split across the threads when there are many (on the
+// calling thread alone, the other waiting, packing was 8% of mobilenet_v2 at batch 1); one parallel region.
 void pack_jobs(c10::ArrayRef<PackJob> jobs) {
   std::vector<std::pair<const PackJob*, int64_t>> panels;  // (job, first channel)
   int64_t floats = 0;

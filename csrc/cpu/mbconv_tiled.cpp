@@ -151,9 +151,9 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
       if (pw_pre) {
         const float* wp = pw_pre + o0 * Cmid;
         if (gp) {  // this thread's panels gated, into its own scratch
-          float* g = scratch(5, (e - b) * CB * Cmid);
-          for (int64_t i = 0; i < e - b; ++i) gate_panel(wp + i * CB * Cmid, Cmid, gp, g + i * CB * Cmid);
-          wp = g;
+          float* gated = scratch(5, (e - b) * CB * Cmid);
+          for (int64_t i = 0; i < e - b; ++i) gate_panel(wp + i * CB * Cmid, Cmid, gp, gated + i * CB * Cmid);
+          wp = gated;
         }
         gemm_packed_bn_act(dbuf, Cmid, wp, OP, Cmid, no, on + o0, Cout, fp(psc) + o0, fp(psh) + o0,
                            residual ? xn + o0 : nullptr, Cin, Act::Identity);

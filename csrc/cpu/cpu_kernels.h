@@ -139,9 +139,11 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
 // The same from w itself (times gate[k] when given), packing one panel at a time into a buffer that stays
 // in cache while every row uses it: for few rows (small maps at batch 1), where packing all of w first
-// wrote and re-read it through memory (6% of efficientnet_b0 at batch 1).
-void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* gate, int64_t P, int64_t K, int64_t Cout,
-                 float* c, int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act);
+// wrote and re-read it through memory (6% of efficientnet_b0 at batch 1). pre: w's packed panels where there
+// are some (prepacked_panels, offset to w's first channel), read directly, or gated a panel at a time.
+void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* pre, const float* gate, int64_t P,
+                 int64_t K, int64_t Cout, float* c, int64_t ldc, const float* sc, const float* sh, const float* r,
+                 int64_t ldr, Act act);
 
 // AVX-512F on this CPU, and FASTZOO_NO_AVX512 not set: SiLU then runs in AVX-512 (gemm_epilogue.cpp).
 bool cpu_has_avx512f();

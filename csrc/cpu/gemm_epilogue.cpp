@@ -1,16 +1,15 @@
 // float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2; SiLU's
 // epilogue in AVX-512 where the CPU has it, as is silu_rows_avx512, the depthwise kernel's SiLU).
 //
-// c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call into
-// panels of 16 output channels, k-major (pack_panels, with the SE gate folded in when given): all of them
-// first for many rows (gemm_packed_bn_act), or one panel at a time into a cached buffer for few rows
-// (gemm_bn_act). A 6-row x 16-channel register tile broadcasts a[p, k] and takes two FMAs per panel load.
-// Against MKL's sgemm followed by a separate BN + act pass over its output (gemm_rows + an epilogue), one
-// thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28 us, 224x144x24 23 -> 16 us, 196x96x576 349 ->
-// 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark, not kept, best of 7; MKL's packing of a
-// and its beta pass go, and the output is written once).
+// c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call (or once,
+// by a BlockChain: prepacked_panels) into panels of 16 output channels, k-major (pack_panels, with the SE gate
+// folded in when given, or gate_panel over packed ones): all of them first for many rows (gemm_packed_bn_act),
+// or one panel at a time into a cached buffer for few rows (gemm_bn_act). A 6-row x 16-channel register tile
+// broadcasts a[p, k] and takes two FMAs per panel load. Against MKL's sgemm followed by a separate BN + act pass
+// over its output (gemm_rows + an epilogue), one thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28
+// us, 224x144x24 23 -> 16 us, 196x96x576 349 -> 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark,
+// not kept, best of 7; MKL's packing of a and its beta pass go, and the output is written once).
 #include <ATen/ATen.h>
-
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -306,16 +305,22 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
 #endif
 }
 
-void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* gate, int64_t P, int64_t K, int64_t Cout,
-                 float* c, int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act) {
+void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* pre, const float* gate, int64_t P,
+                 int64_t K, int64_t Cout, float* c, int64_t ldc, const float* sc, const float* sh, const float* r,
+                 int64_t ldr, Act act) {
 #if FZ_AVX2
+  if (pre != nullptr && gate == nullptr)
+    return gemm_packed_bn_act(a, lda, pre, P, K, Cout, c, ldc, sc, sh, r, ldr, act);
   thread_local std::vector<float> panel;  // one panel at a time, in L1 / L2 while all the rows use it
   if (static_cast<int64_t>(panel.size()) < kPanel * K) panel.resize(kPanel * K);
   with_act(act, [&](auto A) {
     constexpr Act a_ = decltype(A)::value;
     for (int64_t o0 = 0; o0 < Cout; o0 += kPanel) {
       const int64_t n = std::min<int64_t>(kPanel, Cout - o0);
-      pack_panels(w + o0 * K, K, n, gate, panel.data());
+      if (pre)
+        gate_panel(pre + o0 * K, K, gate, panel.data());
+      else
+        pack_panels(w + o0 * K, K, n, gate, panel.data());
       const float* rp = r ? r + o0 : nullptr;
       if (n > 8)
         panel_rows<2, a_>(a, lda, panel.data(), P, K, c + o0, ldc, sc + o0, sh + o0, rp, ldr, n - 8);

@@ -81,8 +81,8 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // per call (zero-filled std::vectors were 3% of mobilenet_v3_large at batch 1). Slots 0-1: a strip's buffers
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
-// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE, or the
-// channel split's by output channels); 6: the caller's per-strip SE sums.
+// channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
+// caller's per-strip SE sums.
 float* scratch(int slot, int64_t n) {
   thread_local std::vector<float> bufs[7];
   std::vector<float>& b = bufs[slot];
@@ -125,12 +125,9 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   const float* pw_pre = prepacked_panels(pw2d);
   at::parallel_for(0, (Cmid + CB - 1) / CB, 1, [&](int64_t b, int64_t e) {
     const int64_t c0 = b * CB, nc = std::min(Cmid, e * CB) - c0;
-    if (ew_pre)
-      gemm_packed_bn_act(xn, Cin, ew_pre + c0 * Cin, HW, Cin, nc, ebuf + c0, Cmid, fp(esc) + c0, fp(esh) + c0,
-                         nullptr, 0, act);
-    else if (has_expand)
-      gemm_bn_act(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, nullptr, HW, Cin, nc, ebuf + c0, Cmid,
-                  fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
+    if (has_expand)
+      gemm_bn_act(xn, Cin, ew2d.const_data_ptr<float>() + c0 * Cin, ew_pre ? ew_pre + c0 * Cin : nullptr, nullptr,
+                  HW, Cin, nc, ebuf + c0, Cmid, fp(esc) + c0, fp(esh) + c0, nullptr, 0, act);
     float* wslice = scratch(2, KK * nc);  // this block's columns of the (K*K, Cmid) weights
     for (int64_t k = 0; k < KK; ++k) std::copy_n(wk + k * Cmid + c0, nc, wslice + k * nc);
     dw_rows_f32(in + c0, Strides4{0, 1, W * Cmid, Cmid}, wslice, fp(dsc) + c0, fp(dsh) + c0,
@@ -148,19 +145,9 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   if (blocks % threads == 0) {  // blocks of output channels per thread
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * CB, no = std::min(Cout, e * CB) - o0;
-      if (pw_pre) {
-        const float* wp = pw_pre + o0 * Cmid;
-        if (gp) {  // this thread's panels gated, into its own scratch
-          float* gated = scratch(5, (e - b) * CB * Cmid);
-          for (int64_t i = 0; i < e - b; ++i) gate_panel(wp + i * CB * Cmid, Cmid, gp, gated + i * CB * Cmid);
-          wp = gated;
-        }
-        gemm_packed_bn_act(dbuf, Cmid, wp, OP, Cmid, no, on + o0, Cout, fp(psc) + o0, fp(psh) + o0,
-                           residual ? xn + o0 : nullptr, Cin, Act::Identity);
-      } else {
-        gemm_bn_act(dbuf, Cmid, pw2d.const_data_ptr<float>() + o0 * Cmid, gp, OP, Cmid, no, on + o0, Cout,
-                    fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin, Act::Identity);
-      }
+      gemm_bn_act(dbuf, Cmid, pw2d.const_data_ptr<float>() + o0 * Cmid, pw_pre ? pw_pre + o0 * Cmid : nullptr, gp,
+                  OP, Cmid, no, on + o0, Cout, fp(psc) + o0, fp(psh) + o0, residual ? xn + o0 : nullptr, Cin,
+                  Act::Identity);
     });
     return;
   }

@@ -156,12 +156,8 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   } else {
     at::parallel_for(0, blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
       const int64_t o0 = b * 16, n = std::min(Cout, e * 16) - o0;
-      if (pre)
-        gemm_packed_bn_act(a, lda, pre + o0 * K, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr,
-                           ldr, act);
-      else
-        gemm_bn_act(a, lda, w + o0 * K, nullptr, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr,
-                    ldr, act);
+      gemm_bn_act(a, lda, w + o0 * K, pre ? pre + o0 * K : nullptr, nullptr, P, K, n, c + o0, Cout, scp + o0,
+                  shp + o0, r ? r + o0 : nullptr, ldr, act);
     });
   }
   return true;

@@ -12,7 +12,7 @@ import fastzoo
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = ["test_pwconv_bn_act.py::test_packed_gemm_shapes", "test_pwconv_bn_act.py::test_silu_epilogue_special_values",
          "test_dwconv_bn_act.py::test_activations", "test_dwconv_bn_act.py::test_nan_propagates",
-         "test_mbconv.py::test_mbconv_strips"]
+         "test_mbconv.py::test_mbconv_strips", "test_mbconv.py::test_fused_mbconv_few_input_channels"]
 
 
 @pytest.mark.skipif(not fastzoo._ext.loaded(), reason="fastzoo._C is not built")

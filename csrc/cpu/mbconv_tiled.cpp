@@ -90,17 +90,13 @@ float* scratch(int slot, int64_t n) {
   return b.data();
 }
 
-// w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot; from w's
-// prepacked panels `pre` where there are some (then only the gate is applied).
+// w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot (pack_jobs: split
+// across the threads outside a parallel region); from w's prepacked panels `pre` where there are some (then
+// only the gate is applied).
 const float* packed(int slot, const at::Tensor& w, const float* gate, const float* pre) {
-  const int64_t Cout = w.size(0), K = w.size(1);
   if (pre != nullptr && gate == nullptr) return pre;
-  float* wp = scratch(slot, packed_panels_size(K, Cout));
-  if (pre == nullptr) {
-    pack_panels(w.const_data_ptr<float>(), K, Cout, gate, wp);
-  } else {
-    for (int64_t o0 = 0; o0 < Cout; o0 += 16) gate_panel(pre + o0 * K, K, gate, wp + o0 * K);
-  }
+  float* wp = scratch(slot, packed_panels_size(w.size(1), w.size(0)));
+  pack_jobs({{&w, gate, wp, pre}});
   return wp;
 }
 
@@ -324,11 +320,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = balanced_parts(N, OP, (OP + PB - 1) / PB, threads);
-  if (gate_weights && N == 1) {
-    float* wp = scratch(4, packed_panels_size(Cmid, Cout));
-    pack_jobs({{&pw2d, gp, wp, pw_pre}});
-    pwp = wp;
-  }
+  if (gate_weights && N == 1) pwp = packed(4, pw2d, gp, pw_pre);
   parallel_tasks(N * chunks, [&] {
     return [&, wp = pwp, packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
       const int64_t n = t / chunks, p0 = OP * (t % chunks) / chunks, P = OP * (t % chunks + 1) / chunks - p0;

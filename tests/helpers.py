@@ -1,4 +1,6 @@
 """Shared test helpers: random inputs in every memory format, the oracle in float64, tolerances by dtype."""
+import contextlib
+
 import torch
 
 import fastzoo
@@ -6,6 +8,17 @@ from fastzoo.memory_format import suggest_memory_format
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 FORMATS = ("nchw", "channels_last", "strided")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """torch's intra-op threads set to n inside the block, restored after it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def layout(x, fmt):

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastzoo
 from fastzoo import _ext, ops
-from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, num_threads, oracle, poison, rand
 
 
 def mbconv_args(d, dtype, n, cin, cexp, cout, h, w, k, stride, expand, se, act, se_act, se_gate, residual, fmt):
@@ -153,13 +153,9 @@ MANY_STRIPS = [
 def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the tiled path is the C++ CPU fast path")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se, act=act,
                    residual=stride == 1 and cin == cout)
-    finally:
-        torch.set_num_threads(old)
 
 
 # parallel_tasks: a thread that is ahead takes strips from the back of another's run, backwards, keeping the
@@ -169,12 +165,10 @@ def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, 
 def test_mbconv_strips_stolen_order(impl, n, cin, cexp, cout, h, w, k, stride, se):
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the tiled path is the C++ CPU fast path")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     _ext._C.set_simulated_stealing(True)
     try:
-        run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se,
-                   residual=stride == 1 and cin == cout)
+        with num_threads(1):
+            run_mbconv(impl, n=n, cin=cin, cexp=cexp, cout=cout, h=h, w=w, k=k, stride=stride, se=se,
+                       residual=stride == 1 and cin == cout)
     finally:
         _ext._C.set_simulated_stealing(False)
-        torch.set_num_threads(old)

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 import fastzoo
 from fastzoo import ops
 from fastzoo.activations import ACTIVATIONS
-from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, num_threads, oracle, poison, rand
 
 
 def run_case(impl, n, cin, cout, h, w, act, fmt, dtype=torch.float32, with_residual=False, weight_2d=False,
@@ -58,9 +58,7 @@ def test_edge_shapes(impl, shape):
 @pytest.mark.parametrize("n,cin,cout,h,w", [(1, 24, 40, 16, 16), (2, 19, 21, 7, 9), (1, 5, 100, 9, 8),
                                             (1, 7, 33, 1, 3)])
 def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         for act in ACTIVATIONS:
             run_case(impl, n, cin, cout, h, w, act, "channels_last", with_residual=act == "relu")
         wide = layout(rand(n, cin + 3, h, w, device=impl.device), "channels_last")
@@ -70,8 +68,6 @@ def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
         poison(impl.device, n * cout * h * w)
         check_close(ops.pwconv_bn_act(x, weight, scale, shift, "silu"),
                     oracle("pwconv_bn_act", x, weight, scale, shift, "silu").float(), torch.float32)
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the NaN and inf

@@ -44,6 +44,19 @@ def test_wide_rows(impl, k, stride, fmt):
     run_case(impl, 2, 5, 37, 75, k, stride, "hardswish", fmt)
 
 
+@pytest.mark.parametrize("k,stride", [(3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (7, 2)])
+def test_channels_last_every_width(impl, k, stride):
+    """channels_last rows 1-19 pixels wide, default and zero padding: the CPU kernel's blocks of 8 and 4 pixels
+    (sliding taps) and of 2 and 1, each with the image's edge inside it or not; 20 channels, two vectors and a
+    tail."""
+    if impl.name != "cpu":
+        pytest.skip("the CPU kernel's pixel blocks")
+    for w in range(1, 19 * stride + 1):
+        run_case(impl, 1, 20, 3, w, k, stride, "relu6", "channels_last")
+        if w >= k:
+            run_case(impl, 1, 20, k, w, k, stride, "relu6", "channels_last", padding=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("k,stride", [(3, 1), (5, 1), (7, 1), (3, 2), (5, 2)])
 def test_narrow_planes_every_height(impl, k, stride, dtype):

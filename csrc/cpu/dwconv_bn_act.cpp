@@ -1,9 +1,11 @@
 // dwconv_bn_act on CPU: act(depthwise_conv(x, weight) * scale + shift).
 //
 // Fast paths (AVX2, at::parallel_for over output rows / planes):
-//   channels_last (x.stride(1) == 1, output channels_last): vectorized over C, register blocks of 4 pixels
-//     x 2 vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row),
-//     weights repacked (K*K, C); optional per-channel output sums (mbconv's SE).
+//   channels_last (x.stride(1) == 1, output channels_last): vectorized over C, weights repacked (K*K, C);
+//     float32 with K 3/5/7 and stride 1/2 in blocks of 8 or 4 pixels with sliding taps (each input vector
+//     loaded once per kernel row for all the block's pixels), the rest in register blocks of 4 pixels x 2
+//     vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row);
+//     optional per-channel output sums (mbconv's SE).
 //   NCHW output: per (n, c) plane, the input plane is packed into a zero-padded float scratch (columns
 //     split by parity for stride 2) and output rows are vectorized over W in 2x4 / 4x2 register blocks;
 //     any input strides.
@@ -126,6 +128,72 @@ struct DwShape {
   int64_t N, C, H, W, OH, OW, K, stride, pad;
 };
 
+// The float32 channels_last taps of PB output pixels, kernel size K and stride S known at compile time, vector by
+// vector of channels: a kernel row's (PB - 1) * S + K input vectors are each loaded once and used by every
+// pixel whose window covers them (block_px loads PB * K for the same FMAs), the row's K weight vectors stay in
+// registers, and columns outside the image are skipped. x and w: channel 0 of the first of the `rows` kernel rows
+// inside the image (input column 0, kernel column 0). The raw sums of the C / L full channel vectors go to
+// out (pixel p at out + p * osw); the caller applies BN and the activation, so this compiles once per K, S, PB
+// and EDGE, not per activation, and one call covers all channels.
+template <int K, int S, int PB, bool EDGE>
+__attribute__((noinline)) void dw_taps_slide(const float* x, int64_t xsh, int64_t xsw, const float* w, int64_t C,
+                                             int64_t rows, int64_t iw0, int64_t W, float* out, int64_t osw) {
+  using V = Vectorized<float>;
+  constexpr int64_t L = V::size();
+  constexpr int J = (PB - 1) * S + K;  // input columns of the block
+  for (int64_t c = 0; c + L <= C; c += L) {
+    V a[PB];
+#pragma GCC unroll 8
+    for (int p = 0; p < PB; ++p) a[p] = V(0.f);
+    for (int64_t kh = 0; kh < rows; ++kh) {
+      const float* xr = x + kh * xsh + c;
+      V wv[K];
+#pragma GCC unroll 8
+      for (int kw = 0; kw < K; ++kw) wv[kw] = V::loadu(w + (kh * K + kw) * C + c);
+#pragma GCC unroll 32
+      for (int j = 0; j < J; ++j) {
+        const int64_t iw = iw0 + j;
+        if (EDGE && (iw < 0 || iw >= W)) continue;
+        const V xv = V::loadu(xr + iw * xsw);
+#pragma GCC unroll 8
+        for (int p = 0; p < PB; ++p)
+          if (j - p * S >= 0 && j - p * S < K) a[p] = at::vec::fmadd(xv, wv[j - p * S], a[p]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < PB; ++p) a[p].store(out + p * osw + c);
+  }
+}
+
+using TapsSlide = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, float*,
+                           int64_t);
+struct SlideTaps {
+  int pb = 0;  // pixels per block of `wide`; 0: no sliding taps for this K and stride
+  TapsSlide wide, wide_edge, four, four_edge;
+};
+
+// K 3/5/7, stride 1/2. Blocks of 8 pixels at stride 1 (one thread, interleaved A/B against block_px: 0.79-0.90x
+// on the mobilenet/efficientnet dw shapes), of 4 at stride 2 (8 was slower there) and for K 7 (8 accumulators,
+// 7 weights and an input would take all 16 registers).
+template <int K, int S>
+SlideTaps slide_taps_for() {
+  constexpr int PB = S == 1 && K != 7 ? 8 : 4;
+  return {PB, dw_taps_slide<K, S, PB, false>, dw_taps_slide<K, S, PB, true>, dw_taps_slide<K, S, 4, false>,
+          dw_taps_slide<K, S, 4, true>};
+}
+
+inline SlideTaps slide_taps(int64_t K, int64_t stride) {
+  switch (K * 10 + stride) {
+    case 31: return slide_taps_for<3, 1>();
+    case 32: return slide_taps_for<3, 2>();
+    case 51: return slide_taps_for<5, 1>();
+    case 52: return slide_taps_for<5, 2>();
+    case 71: return slide_taps_for<7, 1>();
+    case 72: return slide_taps_for<7, 2>();
+    default: return {};
+  }
+}
+
 // channels_last: x[n, ih, iw, c] at xs.n*n + xs.h*ih + xs.w*iw + c; y likewise with ys (c stride 1 both).
 template <typename scalar_t, Act A, bool SUMS>
 struct DwCL {
@@ -196,6 +264,33 @@ struct DwCL {
     }
   }
 
+  // float: PB pixels from ow through the sliding taps (the full channel vectors' raw sums into y), then BN + act
+  // in place; the channel tail pixel by pixel.
+  inline void pixels_slide(TapsSlide taps, int64_t PB, const scalar_t* xb, scalar_t* yp, int64_t kh0, int64_t kh1,
+                           int64_t ih0, int64_t iw0, acc_t* sums) const {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      const int64_t C = s.C, K = s.K;
+      taps(xb + (ih0 + kh0) * xs.h, xs.h, xs.w, w + kh0 * K * C, C, kh1 - kh0, iw0, s.W, yp, ys.w);
+      int64_t c = 0;
+      for (; c + L <= C; c += L) {
+        const V vs = V::loadu(sc + c), vh = V::loadu(sh + c);
+        V tot(0.f);
+        for (int64_t p = 0; p < PB; ++p) {
+          const V v = vact<A>(at::vec::fmadd(V::loadu(yp + p * ys.w + c), vs, vh));
+          v.store(yp + p * ys.w + c);
+          if constexpr (SUMS) tot = tot + v;
+        }
+        if constexpr (SUMS) (V::loadu(sums + c) + tot).store(sums + c);
+      }
+      if (c < C)
+        for (int64_t p = 0; p < PB; ++p) {
+          const int64_t iw = iw0 + p * s.stride;
+          const int64_t kw0 = std::max<int64_t>(0, -iw), kw1 = std::min<int64_t>(K, s.W - iw);
+          tail(xb, yp + p * ys.w, c, C - c, kh0, kh1, kw0, kw1, ih0, iw, sums);
+        }
+    }
+  }
+
   // PB pixels from ow: full channel vectors through block_px, the channel tail pixel by pixel.
   template <int PB, bool EDGE>
   inline void pixels(const scalar_t* xb, scalar_t* yp, int64_t kh0, int64_t kh1, int64_t ih0, int64_t iw0,
@@ -231,6 +326,7 @@ struct DwCL {
     static thread_local std::vector<scalar_t> zero_vec;
     if (static_cast<int64_t>(zero_vec.size()) < C) zero_vec.assign(C, scalar_t(0));
     const scalar_t* zeros = zero_vec.data();
+    const SlideTaps slide = std::is_same_v<scalar_t, float> ? slide_taps(K, s.stride) : SlideTaps{};
     // interior columns: every kw tap inside the image
     const int64_t ow_lo = std::min<int64_t>(s.OW, (s.pad + s.stride - 1) / s.stride);
     const int64_t ow_hi = std::max<int64_t>(ow_lo, std::min<int64_t>(s.OW, (s.W - K + s.pad) / s.stride + 1));
@@ -240,13 +336,19 @@ struct DwCL {
       const int64_t kh0 = std::max<int64_t>(0, -ih0), kh1 = std::min<int64_t>(K, s.H - ih0);
       const scalar_t* xb = x + n * xs.n;
       acc_t* sn = SUMS ? sums + n * C : nullptr;
-      // blocks of 4 pixels (then 2, 1); blocks reaching past the interior read zeros for the outside taps
+      // blocks of 4 pixels (then 2, 1), or of slide.pb pixels first; blocks reaching past the interior read zeros
+      // for the outside taps (or skip them: the sliding taps)
       for (int64_t ow = 0; ow < s.OW;) {
-        const int64_t pb = s.OW - ow >= 4 ? 4 : s.OW - ow >= 2 ? 2 : 1;
+        const int64_t rest = s.OW - ow;
+        const int64_t pb = slide.pb && rest >= slide.pb ? slide.pb : rest >= 4 ? 4 : rest >= 2 ? 2 : 1;
         const bool edge = ow < ow_lo || ow + pb > ow_hi;
         const int64_t iw0 = ow * s.stride - s.pad;
         scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
-        if (pb == 4) {
+        if (slide.pb && pb >= 4) {
+          const TapsSlide taps = pb == slide.pb ? (edge ? slide.wide_edge : slide.wide)
+                                                : (edge ? slide.four_edge : slide.four);
+          pixels_slide(taps, pb, xb, yp, kh0, kh1, ih0, iw0, sn);
+        } else if (pb == 4) {
           if (edge) pixels<4, true>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
           else pixels<4, false>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);
         } else if (pb == 2) {

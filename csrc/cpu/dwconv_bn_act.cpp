@@ -170,6 +170,7 @@ using TapsSlide = void (*)(const float*, int64_t, int64_t, const float*, int64_t
 struct SlideTaps {
   int pb = 0;  // pixels per block of `wide`; 0: no sliding taps for this K and stride
   TapsSlide wide, wide_edge, four, four_edge;
+  TapsSlide last[4];  // [p]: the last 1-3 pixels of a row, EDGE (the checks also cover interior pixels)
 };
 
 // K 3/5/7, stride 1/2. Blocks of 8 pixels at stride 1 (one thread, interleaved A/B against block_px: 0.79-0.90x
@@ -178,8 +179,12 @@ struct SlideTaps {
 template <int K, int S>
 SlideTaps slide_taps_for() {
   constexpr int PB = S == 1 && K != 7 ? 8 : 4;
-  return {PB, dw_taps_slide<K, S, PB, false>, dw_taps_slide<K, S, PB, true>, dw_taps_slide<K, S, 4, false>,
-          dw_taps_slide<K, S, 4, true>};
+  return {PB,
+          dw_taps_slide<K, S, PB, false>,
+          dw_taps_slide<K, S, PB, true>,
+          dw_taps_slide<K, S, 4, false>,
+          dw_taps_slide<K, S, 4, true>,
+          {nullptr, dw_taps_slide<K, S, 1, true>, dw_taps_slide<K, S, 2, true>, dw_taps_slide<K, S, 3, true>}};
 }
 
 inline SlideTaps slide_taps(int64_t K, int64_t stride) {
@@ -336,17 +341,19 @@ struct DwCL {
       const int64_t kh0 = std::max<int64_t>(0, -ih0), kh1 = std::min<int64_t>(K, s.H - ih0);
       const scalar_t* xb = x + n * xs.n;
       acc_t* sn = SUMS ? sums + n * C : nullptr;
-      // blocks of 4 pixels (then 2, 1), or of slide.pb pixels first; blocks reaching past the interior read zeros
-      // for the outside taps (or skip them: the sliding taps)
+      // blocks of 4 pixels (then 2, 1), or with the sliding taps of slide.pb (then 4, then the last 1-3); blocks
+      // reaching past the interior read zeros for the outside taps (the sliding taps skip them)
       for (int64_t ow = 0; ow < s.OW;) {
         const int64_t rest = s.OW - ow;
-        const int64_t pb = slide.pb && rest >= slide.pb ? slide.pb : rest >= 4 ? 4 : rest >= 2 ? 2 : 1;
+        const int64_t pb = slide.pb ? (rest >= slide.pb ? slide.pb : std::min<int64_t>(rest, 4))
+                                    : rest >= 4 ? 4 : rest >= 2 ? 2 : 1;
         const bool edge = ow < ow_lo || ow + pb > ow_hi;
         const int64_t iw0 = ow * s.stride - s.pad;
         scalar_t* yp = y + n * ys.n + oh * ys.h + ow * ys.w;
-        if (slide.pb && pb >= 4) {
+        if (slide.pb) {
           const TapsSlide taps = pb == slide.pb ? (edge ? slide.wide_edge : slide.wide)
-                                                : (edge ? slide.four_edge : slide.four);
+                                 : pb == 4      ? (edge ? slide.four_edge : slide.four)
+                                                : slide.last[pb];
           pixels_slide(taps, pb, xb, yp, kh0, kh1, ih0, iw0, sn);
         } else if (pb == 4) {
           if (edge) pixels<4, true>(xb, yp, kh0, kh1, ih0, iw0, sn, zeros);

@@ -88,3 +88,28 @@ def test_analytic_cli(capsys):
     assert bench_main(["mobilenetv3_small", "--analytic", "--batch", "1", "--img-size", "64"]) == 0
     out = capsys.readouterr().out
     assert "fused/eager bytes" in out and "launches" in out
+
+
+def test_bench_steps(tmp_path):
+    """--steps: one row per step of the model's block chain (each fed the previous step's output) plus the whole
+    chain, warm and cold on 1 and 2 threads, and the sums of the steps."""
+    import fastzoo
+    from fastzoo.bench import steps
+    out = tmp_path / "s.json"
+    rc = bench_main(["mobilenetv3_small", "--steps", "--batch", "1", "--img-size", "32", "--rounds", "2",
+                     "--threads", "2", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())["steps"][0]
+    rows = data["rows"]
+    calls = steps.chains(fastzoo.mobilenetv3_small().eval())[0][1]
+    assert [r["op"] for r in rows[:-1]] == [op for op, _ in calls] and rows[-1]["step"] == "chain"
+    assert rows[0]["input"] == [1, 3, 32, 32] and rows[1]["input"][2:] == [16, 16]
+    keys = {f"{kind}_{n}t_ms" for kind in ("warm", "cold") for n in (1, 2)}
+    assert all(keys <= r.keys() and all(r[k] > 0 for k in keys) for r in rows)
+    assert data["sum_of_steps"]["cold_2t_ms"] == pytest.approx(sum(r["cold_2t_ms"] for r in rows[:-1]))
+
+
+def test_bench_steps_without_chain(capsys):
+    """A model with no fused block chain: a clear error, exit status 2."""
+    assert bench_main(["resnet18", "--steps", "--batch", "1", "--img-size", "32", "--rounds", "1"]) == 2
+    assert "resnet18 has no fused block chain" in capsys.readouterr().err

@@ -39,6 +39,9 @@ def parser():
                    help="each fused op on MobileNet/EfficientNet block shapes vs the eager chain and torch.compile, "
                         "with GB/s and the ratio to this machine's copy time")
     p.add_argument("--no-compile", action="store_true", help="with --ops: skip torch.compile of the eager chain")
+    p.add_argument("--steps", action="store_true",
+                   help="each step of the models' fused block chain alone, warm and cold (caches flushed), on 1 "
+                        "thread and on --threads, and the whole chain: where the time goes and how it scales")
     p.add_argument("--malloc-trim", action="store_true",
                    help="leave glibc malloc returning freed memory to the OS (default: kept, as jemalloc/tcmalloc "
                         "would; otherwise every variant pays page faults on buffers another one freed)")
@@ -140,6 +143,25 @@ def bench_model(name, batch, args, dtype, progress=None):
     return rows, skipped
 
 
+def run_steps(args, batches):
+    from . import steps
+
+    payload = []
+    for name in args.models:
+        for batch in batches:
+            print(f"{name} batch {batch} {args.img_size}x{args.img_size}, median ms of {args.rounds} rounds:")
+            try:
+                payload.append(steps.run(fastzoo.models.canonical_name(name), batch, args.img_size, args.rounds,
+                                         args.threads))
+            except ValueError as e:
+                print(e, file=sys.stderr)
+                return 2
+    if args.json:
+        report.write_json(args.json, {"args": vars(args), "machine": report.machine(), "steps": payload})
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.threads:
@@ -164,6 +186,8 @@ def main(argv=None) -> int:
     allocator = None if args.malloc_trim else malloc.keep_freed_memory()
     if allocator:
         print(allocator)
+    if args.steps:
+        return run_steps(args, batches)
     if args.ops:
         from . import ops_bench
         with torch.inference_mode():

@@ -1,0 +1,94 @@
+"""`fastzoo bench --steps`: where a fused model's CPU time goes, step by step, and how it scales with threads.
+
+Each step of the model's BlockChain (one fused op per block: the stem, every mbconv, the head conv) is timed
+alone, on 1 thread and on the bench's thread count, interleaved, twice: warm (called in a loop, so its weights
+and input stay in cache) and cold (the caches flushed before every call by writing a buffer larger than the L3).
+The whole chain is timed the same way, so the table shows how far a forward is from the warm and the cold sums:
+on 2 threads efficientnet_b0's chain runs near its steps' cold times and on 1 near the warm ones (BENCHMARKS.md).
+"""
+import time
+
+import torch
+
+import fastzoo
+from fastzoo.layers import block_sequence
+
+from . import timing
+
+FLUSH_BYTES = 64 * 1024 * 1024  # more than this machine's 32 MiB L3
+
+
+def chains(model):
+    """(BlockSequence, its blocks' (op name, args)) for each BlockSequence of the model, outermost first."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, block_sequence.BlockSequence):
+            calls = block_sequence.BlockSequence._fused_calls(block_sequence._leaves(m))
+            if calls is not None:
+                out.append((m, calls))
+    return out
+
+
+def _timed(fn, threads, rounds, flush):
+    """{threads: median ms} of fn, the thread counts taking turns every round. Cold (flush given): flush() before
+    each timed call; warm: an untimed call before it."""
+    samples = {n: [] for n in threads}
+    for _ in range(rounds):
+        for n in threads:
+            torch.set_num_threads(n)
+            if flush:
+                flush()
+            else:
+                fn()
+            t0 = time.perf_counter()
+            fn()
+            samples[n].append(time.perf_counter() - t0)
+    return {n: timing.summarize(v)["median_ms"] for n, v in samples.items()}
+
+
+def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
+    """Rows {step, op, input shape, warm/cold ms per thread count} for the model's first BlockChain, and a last
+    row for the whole chain."""
+    threads = sorted({1, threads or torch.get_num_threads()})
+    model = fastzoo.create_model(name).eval()
+    found = chains(model)
+    if not found:
+        raise ValueError(f"fastzoo bench --steps: {name} has no fused block chain on this machine (CPU kernels "
+                         f"not built, or the model has no BlockSequence)")
+    seq, calls = found[0]
+    junk = torch.empty(FLUSH_BYTES // 4)
+    flush = lambda: junk.fill_(1.0)
+    rows = []
+    restore = torch.get_num_threads()
+    x = torch.randn(batch, 3, img_size, img_size).contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode():
+            first = x
+            for i, (op, args) in enumerate(calls):
+                f = getattr(torch.ops.fastzoo, op)
+                fn = lambda f=f, x=x, args=args: f(x, *args)
+                row = {"step": i, "op": op, "input": list(x.shape)}
+                for kind, fl in (("warm", None), ("cold", flush)):
+                    row.update({f"{kind}_{n}t_ms": v for n, v in _timed(fn, threads, rounds, fl).items()})
+                rows.append(row)
+                progress(_line(row, threads))
+                torch.set_num_threads(restore)
+                x = fn()
+            row = {"step": "chain", "op": "BlockChain.run", "input": list(first.shape)}
+            fn = lambda: seq(first)
+            for kind, fl in (("warm", None), ("cold", flush)):
+                row.update({f"{kind}_{n}t_ms": v for n, v in _timed(fn, threads, rounds, fl).items()})
+            rows.append(row)
+    finally:
+        torch.set_num_threads(restore)
+    total = {k: sum(r[k] for r in rows[:-1]) for k in rows[0] if k.endswith("_ms")}
+    progress(_line({"step": "sum", "op": "of the steps", "input": [], **total}, threads))
+    progress(_line(rows[-1], threads))
+    return {"model": name, "batch": batch, "threads": threads, "rows": rows, "sum_of_steps": total}
+
+
+def _line(row, threads):
+    cols = "  ".join(f"{kind} " + " / ".join(f"{row[f'{kind}_{n}t_ms']:.3f}" for n in threads)
+                     for kind in ("warm", "cold"))
+    shape = "x".join(map(str, row["input"]))
+    return f"{str(row['step']):>5s} {row['op']:16s} {shape:16s} ms on {'/'.join(map(str, threads))} threads: {cols}"

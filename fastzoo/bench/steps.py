@@ -5,8 +5,8 @@ alone through its public op, on 1 thread and on the bench's thread count, interl
 an untimed call, so its weights and input are in cache) and cold (the caches flushed before every call by
 writing a buffer larger than the L3). The op packs its weights per call, which the chain does once, so a step
 alone carries that small cost.
-The whole chain is timed the same way, so the table shows how far a forward is from the warm and the cold sums:
-on 2 threads efficientnet_b0's chain runs near its steps' cold times and on 1 near the warm ones (BENCHMARKS.md).
+The whole chain is timed the same way, so the table shows how far a forward is from the warm and the cold sums
+(figures in BENCHMARKS.md).
 """
 import time
 

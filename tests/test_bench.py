@@ -109,7 +109,9 @@ def test_bench_steps(tmp_path):
     assert data["sum_of_steps"]["cold_2t_ms"] == pytest.approx(sum(r["cold_2t_ms"] for r in rows[:-1]))
 
 
-def test_bench_steps_without_chain(capsys):
-    """A model with no fused block chain: a clear error, exit status 2."""
+def test_bench_steps_refuses(capsys):
+    """A model with no fused block chain, or a dtype other than float32: a clear error, exit status 2."""
     assert bench_main(["resnet18", "--steps", "--batch", "1", "--img-size", "32", "--rounds", "1"]) == 2
     assert "resnet18 has no fused block chain" in capsys.readouterr().err
+    assert bench_main(["mobilenetv3_small", "--steps", "--dtype", "bf16", "--batch", "1", "--rounds", "1"]) == 2
+    assert "--steps times the float32 CPU block chain; got --device cpu --dtype bf16" in capsys.readouterr().err

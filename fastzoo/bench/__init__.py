@@ -146,6 +146,10 @@ def bench_model(name, batch, args, dtype, progress=None):
 def run_steps(args, batches):
     from . import steps
 
+    if args.device != "cpu" or args.dtype != "fp32":
+        print(f"fastzoo bench --steps times the float32 CPU block chain; got --device {args.device} --dtype "
+              f"{args.dtype}", file=sys.stderr)
+        return 2
     payload = []
     for name in args.models:
         for batch in batches:

@@ -269,6 +269,16 @@ struct DwCL {
     }
   }
 
+  // The channels from c on (fewer than a vector) of npix pixels from iw0, pixel by pixel.
+  inline void channel_tail(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t npix, int64_t kh0, int64_t kh1,
+                           int64_t ih0, int64_t iw0, acc_t* sums) const {
+    for (int64_t p = 0; p < npix; ++p) {
+      const int64_t iw = iw0 + p * s.stride;
+      const int64_t kw0 = std::max<int64_t>(0, -iw), kw1 = std::min<int64_t>(s.K, s.W - iw);
+      tail(xb, yp + p * ys.w, c, s.C - c, kh0, kh1, kw0, kw1, ih0, iw, sums);
+    }
+  }
+
   // float: PB pixels from ow through the sliding taps (the full channel vectors' raw sums into y), then BN + act
   // in place; the channel tail pixel by pixel.
   inline void pixels_slide(TapsSlide taps, int64_t PB, const scalar_t* xb, scalar_t* yp, int64_t kh0, int64_t kh1,
@@ -287,12 +297,7 @@ struct DwCL {
         }
         if constexpr (SUMS) (V::loadu(sums + c) + tot).store(sums + c);
       }
-      if (c < C)
-        for (int64_t p = 0; p < PB; ++p) {
-          const int64_t iw = iw0 + p * s.stride;
-          const int64_t kw0 = std::max<int64_t>(0, -iw), kw1 = std::min<int64_t>(K, s.W - iw);
-          tail(xb, yp + p * ys.w, c, C - c, kh0, kh1, kw0, kw1, ih0, iw, sums);
-        }
+      if (c < C) channel_tail(xb, yp, c, PB, kh0, kh1, ih0, iw0, sums);
     }
   }
 
@@ -300,16 +305,11 @@ struct DwCL {
   template <int PB, bool EDGE>
   inline void pixels(const scalar_t* xb, scalar_t* yp, int64_t kh0, int64_t kh1, int64_t ih0, int64_t iw0,
                      acc_t* sums, const scalar_t* zeros) const {
-    const int64_t C = s.C, K = s.K;
+    const int64_t C = s.C;
     int64_t c = 0;
     for (; c + 2 * L <= C; c += 2 * L) block_px<PB, 2, EDGE>(xb, yp, c, kh0, kh1, ih0, iw0, sums, zeros);
     for (; c + L <= C; c += L) block_px<PB, 1, EDGE>(xb, yp, c, kh0, kh1, ih0, iw0, sums, zeros);
-    if (c < C)
-      for (int p = 0; p < PB; ++p) {
-        const int64_t iw = iw0 + p * s.stride;
-        const int64_t kw0 = std::max<int64_t>(0, -iw), kw1 = std::min<int64_t>(K, s.W - iw);
-        tail(xb, yp + p * ys.w, c, C - c, kh0, kh1, kw0, kw1, ih0, iw, sums);
-      }
+    if (c < C) channel_tail(xb, yp, c, PB, kh0, kh1, ih0, iw0, sums);
   }
 
   // output rows [r0, r1) of the flattened (n, oh); sums: this chunk's (N, C) partial sums.

@@ -48,6 +48,12 @@ def _timed(fn, threads, rounds, flush):
     return {n: timing.summarize(v)["median_ms"] for n, v in samples.items()}
 
 
+def _warm_cold(fn, threads, rounds, flush):
+    """{"warm_<n>t_ms", "cold_<n>t_ms"} of fn for each thread count n."""
+    return {f"{kind}_{n}t_ms": v for kind, fl in (("warm", None), ("cold", flush))
+            for n, v in _timed(fn, threads, rounds, fl).items()}
+
+
 def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
     """Rows {step, op, input shape, warm/cold ms per thread count} for the model's first BlockChain, and a last
     row for the whole chain."""
@@ -69,18 +75,13 @@ def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
             for i, (op, args) in enumerate(calls):
                 f = getattr(torch.ops.fastzoo, op)
                 fn = lambda f=f, x=x, args=args: f(x, *args)
-                row = {"step": i, "op": op, "input": list(x.shape)}
-                for kind, fl in (("warm", None), ("cold", flush)):
-                    row.update({f"{kind}_{n}t_ms": v for n, v in _timed(fn, threads, rounds, fl).items()})
+                row = {"step": i, "op": op, "input": list(x.shape), **_warm_cold(fn, threads, rounds, flush)}
                 rows.append(row)
                 progress(_line(row, threads))
                 torch.set_num_threads(restore)
                 x = fn()
-            row = {"step": "chain", "op": "BlockChain.run", "input": list(first.shape)}
-            fn = lambda: seq(first)
-            for kind, fl in (("warm", None), ("cold", flush)):
-                row.update({f"{kind}_{n}t_ms": v for n, v in _timed(fn, threads, rounds, fl).items()})
-            rows.append(row)
+            rows.append({"step": "chain", "op": "BlockChain.run", "input": list(first.shape),
+                         **_warm_cold(lambda: seq(first), threads, rounds, flush)})
     finally:
         torch.set_num_threads(restore)
     total = {k: sum(r[k] for r in rows[:-1]) for k in rows[0] if k.endswith("_ms")}

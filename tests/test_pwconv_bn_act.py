@@ -88,6 +88,17 @@ def test_silu_epilogue_special_values(impl):
     torch.testing.assert_close(y, torch.nn.functional.silu(z).float(), rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
+def test_silu_epilogue_accuracy_sweep(impl):
+    """SiLU of 40,000 pre-activations spread over [-30, 30] (through an identity 1x1 conv, so the GEMM adds only
+    exact zeros): within 1e-6 relative of the float64 oracle, a bound that a shortened exp polynomial misses."""
+    z = torch.linspace(-30, 30, 16 * 2500, dtype=torch.float64)
+    x = layout(z[torch.randperm(z.numel())].view(1, 16, 50, 50).float().to(impl.device), "channels_last")
+    weight = torch.eye(16, device=impl.device).view(16, 16, 1, 1)
+    poison(impl.device, x.numel())
+    y = ops.pwconv_bn_act(x, weight, torch.ones(16, device=impl.device), torch.zeros(16, device=impl.device), "silu")
+    torch.testing.assert_close(y.cpu().double(), torch.nn.functional.silu(x.cpu().double()), rtol=1e-6, atol=1e-30)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_dtypes(impl, dtype):
     if dtype == torch.float64 and impl.name == "triton":

@@ -115,29 +115,24 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
 // process). Compiled for AVX-512F on its own, called only where the CPU reports it.
 #define FZ_AVX512 __attribute__((target("avx,avx2,fma,f16c,avx512f")))
 
-// exp(x), x clamped to [-87.34, 88.38] (NaN too: the caller keeps its NaNs), relative error < 5e-7:
-// x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial in r, 2^n by vscalefps.
-FZ_AVX512 inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-87.33654475f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-// v * sigmoid(v), NaN kept.
+// v * sigmoid(v) = v / (1 + exp(-v)). exp(-v) with v clamped to [-100, 87.34] (below -88.7 it is inf and the
+// result -0): -v = n ln2 + r, |r| <= ln2 / 2, 2^n by vscalefps, e^r by a degree-5 polynomial (Horner, fitted
+// for relative error: 1.8e-7 evaluated in float). A NaN v gives NaN through the division. 12 vector ops and
+// a divide per 16 floats: 0.25 ns per float against 0.30 for the degree-7 Cephes form (one core, a
+// standalone loop).
 FZ_AVX512 inline __m512 silu512(__m512 v) {
-  const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
-  const __m512 y = _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), e));
-  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), y, v);
+  const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-100.f)), _mm512_set1_ps(87.33654475f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(vc, _mm512_set1_ps(-1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), vc);  // -vc - n ln2, ln2 in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(8.312525227665901e-3f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1890114545822144e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6667114198207855e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99992311000824e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
 }
 
 template <int MR>

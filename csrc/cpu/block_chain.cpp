@@ -17,7 +17,8 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
   static const Kind kinds[] = {{"mbconv", Op::MBConv, 13, 2, 3},
                                {"fused_mbconv", Op::FusedMBConv, 6, 2, 1},
                                {"pwconv_bn_act", Op::PwConv, 4, 0, 1},
-                               {"dwconv_bn_act", Op::DwConv, 3, 2, 1}};
+                               {"dwconv_bn_act", Op::DwConv, 3, 2, 1},
+                               {"global_avg_pool", Op::GlobalAvgPool, 0, 0, 0}};
   for (const Kind& k : kinds) {
     if (op != k.name) continue;
     TORCH_CHECK(tensors.size() == k.tensors && ints.size() == k.ints && strs.size() == k.strs,
@@ -44,7 +45,7 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
     return;
   }
   TORCH_CHECK(false, "BlockChain.add: unknown op '", op,
-              "'; expected mbconv, fused_mbconv, pwconv_bn_act or dwconv_bn_act");
+              "'; expected mbconv, fused_mbconv, pwconv_bn_act, dwconv_bn_act or global_avg_pool");
 }
 
 namespace {
@@ -69,8 +70,11 @@ at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options, a
   t_armed = nullptr;  // one output per step
   if (buf == nullptr) return at::empty(sizes, options, format);
   const int64_t numel = c10::multiply_integers(sizes);
-  if (!buf->defined() || buf->numel() < numel || buf->dtype() != options.dtype() || buf->device() != options.device())
+  if (!buf->defined() || buf->numel() < numel || buf->dtype() != options.dtype() || buf->device() != options.device()) {
+    // a normal tensor even in inference mode: a later run outside it (no_grad) writes into it too
+    c10::InferenceMode normal(false);
     *buf = at::empty({numel}, options);
+  }
   return buf->as_strided(sizes, strides_of(sizes, format));
 }
 
@@ -112,6 +116,33 @@ at::Tensor prepacked_dw_kc(const at::Tensor& w) {
   return p ? p->packed : at::Tensor();
 }
 
+namespace {
+// x (N, C, H, W) averaged over H and W into (N, C, 1, 1): a classifier head's adaptive average pool to 1x1.
+// Dense channels_last float32 (the chain's layout) summed row by row in pixel order, as ATen's channels_last
+// kernel does; anything else through ATen.
+at::Tensor global_avg_pool(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4, "global_avg_pool: expected a 4-d input, got ", x.dim(), " dimensions");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
+  at::Tensor out = new_output({N, C, 1, 1}, x.options(), at::MemoryFormat::Contiguous);
+  const bool dense_cl = x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == P * C;
+  if (x.scalar_type() != at::kFloat || !dense_cl || P == 0) {
+    out.copy_(x.mean({2, 3}, true));
+    return out;
+  }
+  const float* xp = x.const_data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t n = 0; n < N; ++n) {
+    float* o = op + n * C;
+    const float* xn = xp + n * P * C;
+    std::copy_n(xn, C, o);
+    for (int64_t p = 1; p < P; ++p)
+      for (int64_t c = 0; c < C; ++c) o[c] += xn[p * C + c];
+    for (int64_t c = 0; c < C; ++c) o[c] /= static_cast<float>(P);
+  }
+  return out;
+}
+}  // namespace
+
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
   std::lock_guard<std::mutex> lock(running_);  // the buffers belong to one run at a time
   struct Disarm {  // also when an op throws: no later new_output() of this thread may hand out a buffer
@@ -131,7 +162,8 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
     auto T = [&](size_t k) { return t[k].has_value() ? *t[k] : at::Tensor(); };
     // each step a range of its own in torch.profiler (a flag check when no profiler runs)
     static const char* const names[] = {"fastzoo::chain::mbconv", "fastzoo::chain::fused_mbconv",
-                                        "fastzoo::chain::pwconv_bn_act", "fastzoo::chain::dwconv_bn_act"};
+                                        "fastzoo::chain::pwconv_bn_act", "fastzoo::chain::dwconv_bn_act",
+                                        "fastzoo::chain::global_avg_pool"};
     RECORD_FUNCTION(names[static_cast<int>(st.op)], c10::ArrayRef<const c10::IValue>{});
     switch (st.op) {
       case Op::MBConv:
@@ -146,6 +178,9 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
         break;
       case Op::DwConv:
         x = dwconv_bn_act_cpu(x, T(0), T(1), T(2), st.i[0], st.i[1], st.s[0]);
+        break;
+      case Op::GlobalAvgPool:
+        x = global_avg_pool(x);
         break;
     }
   }

@@ -13,7 +13,8 @@ namespace cpu {
 
 class BlockChain {
  public:
-  // Appends op `op` (mbconv, fused_mbconv, pwconv_bn_act or dwconv_bn_act) with its schema's arguments
+  // Appends op `op` (mbconv, fused_mbconv, pwconv_bn_act or dwconv_bn_act, or global_avg_pool: the mean over
+  // H and W as (N, C, 1, 1), no arguments) with its schema's arguments
   // after x, split by kind in schema order: tensors (None allowed where the schema has Tensor?), ints
   // (bools as 0/1), strings. Checks the counts; the op itself checks the values when it runs.
   void add(const std::string& op, std::vector<std::optional<at::Tensor>> tensors, std::vector<int64_t> ints,
@@ -34,7 +35,7 @@ class BlockChain {
   };
 
  private:
-  enum class Op { MBConv, FusedMBConv, PwConv, DwConv };
+  enum class Op { MBConv, FusedMBConv, PwConv, DwConv, GlobalAvgPool };
   struct Step {
     Op op;
     std::vector<std::optional<at::Tensor>> t;

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from .. import _ext, backends
+from ..layers.block_sequence import BlockSequence
 from ._weights import load_weights
 
 
@@ -67,5 +68,10 @@ class FeaturesClassifier(torch.nn.Module):
         return self.features(to_channels_last_for_inference(self, x))
 
     def forward(self, x):
+        if isinstance(self.features, BlockSequence):  # features, pool and classifier in one C++ call
+            y = self.features.forward_with_head(to_channels_last_for_inference(self, x),
+                                                (self.avgpool, self.classifier))
+            if y is not None:
+                return y
         x = self.avgpool(self.forward_features(x))
         return self.classifier(torch.flatten(x, 1))

@@ -69,7 +69,8 @@ def test_drop_path_in_train_mode():
 
 def test_eval_runs_fused_ops(monkeypatch):
     calls = fused_calls(fastzoo.efficientnet_b0(), torch.randn(1, 3, 32, 32), monkeypatch)
-    assert calls == {"fused_mbconv": 1, "mbconv": 16, "pwconv_bn_act": 2}  # stem, 16 MBConv (SE inside), 1x1 head, fc
+    # stem, 16 MBConv (SE inside), 1x1 head, pool, fc
+    assert calls == {"fused_mbconv": 1, "mbconv": 16, "pwconv_bn_act": 2, "global_avg_pool": 1}
 
 
 def test_bad_keys_name_the_key():

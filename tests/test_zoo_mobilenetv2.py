@@ -41,7 +41,8 @@ def test_same_logits_as_timm():
 
 def test_eval_runs_fused_ops(monkeypatch):
     calls = fused_calls(fastzoo.mobilenetv2(), torch.randn(1, 3, 32, 32), monkeypatch)
-    assert calls == {"fused_mbconv": 1, "mbconv": 17, "pwconv_bn_act": 2}  # stem, 17 inverted residuals, 1x1 head, fc
+    # stem, 17 blocks, 1x1 head, pool, fc
+    assert calls == {"fused_mbconv": 1, "mbconv": 17, "pwconv_bn_act": 2, "global_avg_pool": 1}
 
 
 def test_bad_keys_name_the_key():

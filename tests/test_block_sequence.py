@@ -226,3 +226,33 @@ def test_inference_mode_then_no_grad():
     with torch.no_grad():
         torch.testing.assert_close(m(x), y, rtol=0, atol=0)
         torch.testing.assert_close(m.features(x), m.features(x), rtol=0, atol=0)
+
+
+def test_the_one_call_guard_sees_global_state(chain_runs, monkeypatch):
+    """After a one-call run, a global forward hook, FASTZOO_BACKEND=reference, autocast or autograd send the
+    next forward the module way; with them gone the chain runs again."""
+    m = randomize_bn(fastzoo.create_model("efficientnet_b0")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = m(x)
+        runs = len(chain_runs)
+
+        def module_way(why):
+            y = m(x)
+            assert len(chain_runs) == runs, why
+            return y
+
+        seen = []
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, i, o: seen.append(type(mod)))
+        close(module_way("global hook"), expected)
+        assert seen
+        handle.remove()
+        monkeypatch.setenv("FASTZOO_BACKEND", "reference")
+        torch.testing.assert_close(module_way("reference backend"), expected, rtol=1e-4, atol=1e-5)
+        monkeypatch.delenv("FASTZOO_BACKEND")
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            module_way("autocast")
+        with torch.enable_grad():
+            close(module_way("autograd").detach(), expected)
+        torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
+        assert len(chain_runs) == runs + 1

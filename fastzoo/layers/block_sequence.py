@@ -10,7 +10,12 @@ the same results, bit for bit. Anything else runs the children one by one, as nn
 forward_with_head() runs the classifier head in the same call (global average pool, then Dropout, Linear and
 the activation after a Linear): Python right after the chain's kernels runs cold, and the head's modules cost
 0.1-0.3 ms per batch-1 forward (head in the chain against head as modules, in-process A/B: mobilenet_v3_small
-0.92x, v3_large 0.95x, v2 0.95x, efficientnet_b0 0.97x)."""
+0.92x, v3_large 0.95x, v2 0.95x, efficientnet_b0 0.97x).
+
+A later forward reruns the last chain after one C++ call (fastzoo._C.ChainGuard) has checked that nothing it
+was built from changed. Run cold after the previous forward's kernels, the checks cost most of what a batch-1
+forward spends outside the chain: a model's forward minus its bare chain run, mobilenet_v2 0.46 ms with the
+checks in Python, 0.19 ms in C++ (mobilenet_v3_small 0.22 -> 0.19 ms)."""
 import torch
 from torch import nn
 
@@ -47,7 +52,9 @@ class BlockSequence(nn.Sequential):
     """nn.Sequential whose eval-mode CPU inference runs its blocks' fused ops in one BlockChain call."""
 
     def forward(self, x):
-        y = self._one_call(x, ())
+        y = self.run_if_unchanged(x)
+        if y is None:
+            y = self._one_call(x, ())
         return super().forward(x) if y is None else y
 
     def forward_with_head(self, x, head):
@@ -56,26 +63,33 @@ class BlockSequence(nn.Sequential):
         where that does not apply (training, hooks, another head): the caller runs the modules then."""
         return self._one_call(x, tuple(head))
 
+    def run_if_unchanged(self, x, head=(), model=None):
+        """The last one-call run again, on x, where nothing it was built from has changed (one C++ check:
+        fastzoo._C.ChainGuard); else None. model: x is that module's input, taken channels_last first as
+        fastzoo.models._common.to_channels_last_for_inference does."""
+        last = self.__dict__.get("_fz_last_head" if head else "_fz_last")
+        if last is None or torch.compiler.is_compiling():
+            return None
+        xc = last.guard.input(x, head, model)
+        return None if xc is None else _finish(run_chain(last.chain, last.calls, xc), head)
+
     def _one_call(self, x, head):
         if not self._one_call_applies(x):
             return None
         leaves = _leaves(self)
-        # with and without a head: a chain and a last run each
-        last_key, chain_key = ("_fz_last_head", "_fz_chain_head") if head else ("_fz_last", "_fz_chain")
-        last = self.__dict__.get(last_key)
-        if last is not None and leaves and last.still_valid(leaves, head):
-            return _finish(run_chain(last.chain, last.calls, x), head)
         calls = self._fused_calls(leaves)
         plan = _head_plan(head) if head else ((), [], [])
         if calls is None or plan is None:
             return None
         calls = calls + plan[1]
+        # with and without a head: a chain and a last run each
+        last_key, chain_key = ("_fz_last_head", "_fz_chain_head") if head else ("_fz_last", "_fz_chain")
         cached = self.__dict__.get(chain_key)
         if cached is None or len(cached[0]) != len(calls) or not all(
                 a[0] == b[0] and len(a[1]) == len(b[1]) and all(map(_same, a[1], b[1]))
                 for a, b in zip(cached[0], calls)):
             cached = self.__dict__[chain_key] = (calls, _build(calls))
-        self.__dict__[last_key] = _LastRun.of(leaves, head, plan, *cached)
+        self.__dict__[last_key] = _LastRun.of(self, leaves, head, plan, *cached)
         return _finish(run_chain(cached[1], calls, x), head)
 
     def _one_call_applies(self, x):
@@ -146,41 +160,36 @@ def _finish(y, head):
 
 
 class _LastRun:
-    """What the last one-call run was made of, checked in one pass instead of asking every block for its call
-    again (~50 us less per mobilenet_v3_small forward, 2-3% at batch 1): the same leaves, each with the
-    same children, no hooks, eval mode and its argument cache holding the same value (train() and a train-mode
-    forward clear it), the same head modules with the same children, no hooks, eval mode, and one version key
-    over every tensor the arguments were computed from. The same inputs give the blocks' caches the same
-    arguments, so the calls and the chain are still the right ones."""
-    __slots__ = ("leaves", "children", "values", "head", "head_mods", "head_children", "versions", "calls", "chain")
+    """The last one-call run's chain and calls, and the guard (fastzoo._C.ChainGuard) that tells whether they
+    still apply, in one C++ call instead of asking every block for its call again: no autograd, autocast,
+    tracing or hooks (global or on this sequence, its nested stages, its leaves and the head), the cpu backend,
+    eval mode, the same children of every watched module, the same head, each leaf's argument cache holding the
+    same value (train() and a train-mode forward clear it) and one version key over every tensor the
+    arguments were computed from. The same inputs give the blocks' caches the same arguments, so the calls and
+    the chain are still the right ones."""
+    __slots__ = ("calls", "chain", "guard")
 
     @classmethod
-    def of(cls, leaves, head, plan, calls, chain):
+    def of(cls, seq, leaves, head, plan, calls, chain):
         if not all(hasattr(m, "fused_cache") and hasattr(m, "source_slots") for m in leaves):
             return None
+        from torch.nn.modules import module
         r = cls()
-        r.leaves, r.calls, r.chain = leaves, calls, chain
-        r.children = [tuple(m._modules.values()) for m in leaves]
-        r.values = [m.fused_cache()._value for m in leaves]
-        r.head, r.head_mods = head, plan[0]
-        r.head_children = [tuple(m._modules.values()) for m in r.head_mods]
-        # the slots' lookups and version key in C++: ~50 us less per efficientnet_b0 forward, more when cold
-        r.versions = _ext._C.SlotVersions([slot for m in leaves for slot in m.source_slots()] + plan[2])
+        r.calls, r.chain = calls, chain
+        watched = [(seq, True)] + [(s, False) for s in _stages(seq)] + [(m, True) for m in [*leaves, *plan[0]]]
+        caches = [(m.fused_cache(), m.fused_cache()._value) for m in leaves]
+        slots = [slot for m in leaves for slot in m.source_slots()] + plan[2]
+        r.guard = _ext._C.ChainGuard(watched, caches, list(head), slots, vars(backends),
+                                     [module._global_forward_hooks, module._global_forward_pre_hooks])
         return r
 
-    def still_valid(self, leaves, head):
-        if len(leaves) != len(self.leaves) or len(head) != len(self.head):
-            return False
-        for m, leaf, children, value in zip(leaves, self.leaves, self.children, self.values):
-            if (m is not leaf or m.training or m._forward_hooks or m._forward_pre_hooks
-                    or m.fused_cache()._value is not value or tuple(m._modules.values()) != children):
-                return False
-        if any(a is not b for a, b in zip(head, self.head)):
-            return False
-        for m, children in zip(self.head_mods, self.head_children):
-            if m.training or m._forward_hooks or m._forward_pre_hooks or tuple(m._modules.values()) != children:
-                return False
-        return self.versions.unchanged()
+
+def _stages(seq):
+    """The plain nn.Sequential stages nested in seq, at any depth."""
+    for m in seq._modules.values():
+        if type(m) is nn.Sequential:
+            yield m
+            yield from _stages(m)
 
 
 def _global_hooks():

@@ -69,8 +69,10 @@ class FeaturesClassifier(torch.nn.Module):
 
     def forward(self, x):
         if isinstance(self.features, BlockSequence):  # features, pool and classifier in one C++ call
-            y = self.features.forward_with_head(to_channels_last_for_inference(self, x),
-                                                (self.avgpool, self.classifier))
+            head = (self.avgpool, self.classifier)
+            y = self.features.run_if_unchanged(x, head, self)
+            if y is None:
+                y = self.features.forward_with_head(to_channels_last_for_inference(self, x), head)
             if y is not None:
                 return y
         x = self.avgpool(self.forward_features(x))

@@ -247,8 +247,11 @@ def test_the_one_call_guard_sees_global_state(chain_runs, monkeypatch):
         close(module_way("global hook"), expected)
         assert seen
         handle.remove()
+        with fastzoo.backend("reference"):
+            torch.testing.assert_close(module_way("reference backend"), expected, rtol=1e-4, atol=1e-5)
+        monkeypatch.setattr(fastzoo.backends, "_current", None)  # no backend set: FASTZOO_BACKEND decides
         monkeypatch.setenv("FASTZOO_BACKEND", "reference")
-        torch.testing.assert_close(module_way("reference backend"), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(module_way("FASTZOO_BACKEND"), expected, rtol=1e-4, atol=1e-5)
         monkeypatch.delenv("FASTZOO_BACKEND")
         with torch.autocast("cpu", dtype=torch.bfloat16):
             module_way("autocast")

@@ -94,7 +94,7 @@ class SlotVersions {
 // A module's state as the chain saw it: its direct children (in order) and, where `eval_only`, eval mode.
 struct Watched {
   py::object module;
-  std::vector<PyObject*> children;  // borrowed: the module's _modules holds them while they are the same
+  std::vector<py::object> children;  // held: a freed child's address could come back as another module
   bool eval_only;
 };
 
@@ -117,9 +117,9 @@ bool empty_dict(const py::object& d) { return d && PyDict_Check(d.ptr()) && PyDi
 // fastzoo.models._common.to_channels_last_for_inference does), or None where anything changed.
 class ChainGuard {
  public:
-  ChainGuard(const std::vector<std::pair<py::object, bool>>& modules, std::vector<std::pair<py::object, py::object>> caches,
-             std::vector<py::object> head, std::vector<std::pair<py::dict, py::str>> slots, py::dict backends,
-             std::vector<py::dict> global_hooks)
+  ChainGuard(const std::vector<std::pair<py::object, bool>>& modules,
+             std::vector<std::pair<py::object, py::object>> caches, std::vector<py::object> head,
+             std::vector<std::pair<py::dict, py::str>> slots, py::dict backends, std::vector<py::dict> global_hooks)
       : caches_(std::move(caches)),
         head_(std::move(head)),
         versions_(std::move(slots)),
@@ -131,7 +131,8 @@ class ChainGuard {
       TORCH_CHECK(mods && PyDict_Check(mods.ptr()), "ChainGuard: every watched object must be an nn.Module");
       PyObject *key, *value;
       Py_ssize_t pos = 0;
-      while (PyDict_Next(mods.ptr(), &pos, &key, &value)) w.children.push_back(value);
+      while (PyDict_Next(mods.ptr(), &pos, &key, &value))
+        w.children.push_back(py::reinterpret_borrow<py::object>(value));
       watched_.push_back(std::move(w));
     }
   }
@@ -172,7 +173,7 @@ class ChainGuard {
       PyObject *key, *value;
       Py_ssize_t pos = 0;
       for (size_t i = 0; PyDict_Next(mods.ptr(), &pos, &key, &value); ++i)
-        if (value != w.children[i]) return false;
+        if (value != w.children[i].ptr()) return false;
     }
     for (const auto& [cache, value] : caches_) {
       const py::object now = attr(cache, n_value_);

@@ -71,9 +71,13 @@ class FeaturesClassifier(torch.nn.Module):
         if isinstance(self.features, BlockSequence):  # features, pool and classifier in one C++ call
             head = (self.avgpool, self.classifier)
             y = self.features.run_if_unchanged(x, head, self)
-            if y is None:
-                y = self.features.forward_with_head(to_channels_last_for_inference(self, x), head)
             if y is not None:
                 return y
-        x = self.avgpool(self.forward_features(x))
-        return self.classifier(torch.flatten(x, 1))
+            x = to_channels_last_for_inference(self, x)
+            y = self.features.forward_with_head(x, head)
+            if y is not None:
+                return y
+            x = self.features(x)
+        else:
+            x = self.forward_features(x)
+        return self.classifier(torch.flatten(self.avgpool(x), 1))

@@ -43,9 +43,9 @@ py::bytes version_key(const std::vector<std::optional<at::Tensor>>& tensors) {
 class SlotVersions {
  public:
   explicit SlotVersions(std::vector<std::pair<py::dict, py::str>> slots) : slots_(std::move(slots)) {
-    objects_.resize(slots_.size());
-    TORCH_CHECK(lookup(objects_), "SlotVersions: every slot must hold a tensor or None");
-    for (PyObject* o : objects_) {
+    std::vector<PyObject*> objects(slots_.size());
+    TORCH_CHECK(lookup(objects), "SlotVersions: every slot must hold a tensor or None");
+    for (PyObject* o : objects) {
       held_.push_back(py::reinterpret_borrow<py::object>(o));
       tensors_.push_back(o == Py_None ? at::Tensor() : THPVariable_Unpack(o));
     }
@@ -53,7 +53,9 @@ class SlotVersions {
   }
   bool unchanged() const {
     std::vector<PyObject*> now(slots_.size());
-    if (!lookup(now) || now != objects_) return false;  // a slot replaced: the same key would not tell
+    if (!lookup(now)) return false;
+    for (size_t i = 0; i < now.size(); ++i)
+      if (now[i] != held_[i].ptr()) return false;  // a slot replaced: the same key would not tell
     return key_now() == key_;
   }
 
@@ -85,8 +87,7 @@ class SlotVersions {
     return key;
   }
   std::vector<std::pair<py::dict, py::str>> slots_;
-  std::vector<PyObject*> objects_;  // what each slot held when made (kept alive by held_)
-  std::vector<py::object> held_;
+  std::vector<py::object> held_;  // what each slot held when made
   std::vector<at::Tensor> tensors_;
   std::vector<int64_t> key_;
 };
@@ -108,6 +109,11 @@ py::object attr(py::handle obj, const py::object& name) {
 }
 
 bool empty_dict(const py::object& d) { return d && PyDict_Check(d.ptr()) && PyDict_Size(d.ptr()) == 0; }
+
+bool in_eval(py::handle module, const py::object& training) {
+  const py::object v = attr(module, training);
+  return v && v.ptr() == Py_False;
+}
 
 // Everything the one-call forward depends on besides its input: no autograd, autocast or JIT tracing; the
 // cpu (or auto) fastzoo backend; no global module hooks; the watched modules with no forward hooks, the same
@@ -141,8 +147,7 @@ class ChainGuard {
     if (!holds(x, head)) return py::none();
     const at::Tensor& t = THPVariable_Unpack(x.ptr());
     if (model.is_none()) return x;
-    const py::object training = attr(model, n_training_);
-    if (!training || training.ptr() != Py_False) return py::none();
+    if (!in_eval(model, n_training_)) return py::none();
     if (t.dim() != 4) return x;
     if (t.size(1) == 3 && t.scalar_type() == at::kFloat && t.is_contiguous())
       return py::reinterpret_steal<py::object>(THPVariable_Wrap(cpu::rgb_to_channels_last(t)));
@@ -163,10 +168,7 @@ class ChainGuard {
       if (head[i].ptr() != head_[i].ptr()) return false;
     for (const Watched& w : watched_) {
       if (!empty_dict(attr(w.module, n_hooks_)) || !empty_dict(attr(w.module, n_pre_hooks_))) return false;
-      if (w.eval_only) {
-        const py::object training = attr(w.module, n_training_);
-        if (!training || training.ptr() != Py_False) return false;
-      }
+      if (w.eval_only && !in_eval(w.module, n_training_)) return false;
       const py::object mods = attr(w.module, n_modules_);
       if (!mods || !PyDict_Check(mods.ptr()) || PyDict_Size(mods.ptr()) != static_cast<Py_ssize_t>(w.children.size()))
         return false;
@@ -219,10 +221,6 @@ class ChainGuard {
 
 void bind_chain_guard(py::module& m) {
   m.def("version_key", &version_key, "(data_ptr, _version) of each tensor, packed: FoldCache's key.");
-  py::class_<SlotVersions>(m, "SlotVersions",
-                           "version_key of the tensors in (dict, name) slots, taken now; unchanged() compares.")
-      .def(py::init<std::vector<std::pair<py::dict, py::str>>>())
-      .def("unchanged", &SlotVersions::unchanged);
   py::class_<ChainGuard>(m, "ChainGuard",
                          "What a BlockSequence's chain was built from; input(x, head, model) gives x as the chain "
                          "takes it, or None where anything changed.")

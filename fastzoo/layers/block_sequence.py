@@ -173,14 +173,12 @@ class _LastRun:
     def of(cls, seq, leaves, head, plan, calls, chain):
         if not all(hasattr(m, "fused_cache") and hasattr(m, "source_slots") for m in leaves):
             return None
-        from torch.nn.modules import module
         r = cls()
         r.calls, r.chain = calls, chain
         watched = [(seq, True)] + [(s, False) for s in _stages(seq)] + [(m, True) for m in [*leaves, *plan[0]]]
         caches = [(m.fused_cache(), m.fused_cache()._value) for m in leaves]
         slots = [slot for m in leaves for slot in m.source_slots()] + plan[2]
-        r.guard = _ext._C.ChainGuard(watched, caches, list(head), slots, vars(backends),
-                                     [module._global_forward_hooks, module._global_forward_pre_hooks])
+        r.guard = _ext._C.ChainGuard(watched, caches, list(head), slots, vars(backends), _global_hook_dicts())
         return r
 
 
@@ -192,9 +190,14 @@ def _stages(seq):
             yield from _stages(m)
 
 
-def _global_hooks():
+def _global_hook_dicts():
+    """torch's registries of forward hooks on every module (mutated in place, never rebound)."""
     from torch.nn.modules import module
-    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+    return [module._global_forward_hooks, module._global_forward_pre_hooks]
+
+
+def _global_hooks():
+    return any(_global_hook_dicts())
 
 
 def _build(calls):

@@ -196,13 +196,18 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // batch 32 it sent efficientnet_b0's 14x14 k5 blocks to the untiled path: +11%)
   if (const int64_t sb = balanced_parts(N, OH, strips, threads); !halo_too_big_at(sb) || halo_too_big_at(strips))
     strips = sb;
-  const bool halo_too_big = halo_too_big_at(strips);
   R = (OH + strips - 1) / strips;  // the longest strip
-  bool split_channels = false;
-  if (feed_only || halo_too_big || N * strips < threads) {
-    if (N >= threads || OH * row_floats > 4 * kStripFloats) return false;
-    split_channels = true;
-  }
+  // A thread's run of consecutive strips computes the shared halo rows once (see pass 1), so only its first
+  // strip recomputes any: too much where that exceeds half the run's own expanded rows.
+  const int64_t run_rows = std::max<int64_t>(1, N * strips / threads) * R * stride;
+  const bool run_halo_too_big = has_expand && strips > 1 && 2 * (K - stride) > run_rows;
+  // An image small enough to split by channels runs that way where its strips would be short (the weights,
+  // read once per strip, are then the larger traffic: 14x14 -> 7x7 672 channels k5 0.41 ms split, 0.49 ms in
+  // strips); a larger one runs in strips unless even its threads' runs recompute too much halo (28x28 240
+  // channels k5 in 4-row strips: 0.43 ms, untiled 0.57 ms).
+  const bool can_split = N < threads && OH * row_floats <= 4 * kStripFloats;
+  const bool split_channels = can_split && (feed_only || halo_too_big_at(strips) || N * strips < threads);
+  if (!split_channels && (run_halo_too_big || N * strips < threads)) return false;
 
   // dw weights as (K*K, Cmid), the layout the channels_last depthwise kernel reads
   const at::Tensor wkc = dw_weight_kc(dw_weight, at::kFloat);

@@ -145,12 +145,13 @@ MANY_STRIPS = [
     (1, 24, 88, 24, 28, 28, 3, 1, False),
     (1, 24, 96, 40, 28, 28, 5, 2, True),
     # batch 1, too big for the channel split: strips where each thread's run of strips recomputes little
-    # halo (k3; 28x28 k5), else the untiled path (its GEMMs with the epilogue in registers; k5 at 14x14 on
-    # 2 threads), with and without SE
+    # halo, else (k7 at 14x14 on 2 threads) the untiled path (its GEMMs with the epilogue in registers), with
+    # and without SE
     (1, 112, 672, 112, 14, 14, 5, 1, True),
-    (1, 112, 672, 112, 14, 14, 5, 1, False),
     (1, 112, 672, 112, 14, 14, 3, 1, False),
     (1, 40, 240, 40, 28, 28, 5, 1, True),
+    (1, 112, 672, 112, 14, 14, 7, 1, True),
+    (1, 112, 672, 112, 14, 14, 7, 1, False),
 ])
 @pytest.mark.parametrize("act", ["hardswish", "silu"])  # silu: the AVX-512 epilogues where the CPU has them
 def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, se):

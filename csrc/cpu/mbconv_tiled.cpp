@@ -215,8 +215,9 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // strips); a larger one runs in strips unless even its threads' runs recompute too much halo (28x28 240
   // channels k5 in 4-row strips: 0.43 ms, untiled 0.57 ms).
   const bool can_split = N < threads && OH * row_floats <= 4 * kStripFloats;
-  const bool split_channels = can_split && (feed_only || halo_too_big_at(strips) || N * strips < threads);
-  if (!split_channels && (run_halo_too_big || N * strips < threads)) return false;
+  const bool too_few_strips = N * strips < threads;  // a thread left without one
+  const bool split_channels = can_split && (feed_only || halo_too_big_at(strips) || too_few_strips);
+  if (!split_channels && (run_halo_too_big || too_few_strips)) return false;
 
   // dw weights as (K*K, Cmid), the layout the channels_last depthwise kernel reads
   const at::Tensor wkc = dw_weight_kc(dw_weight, at::kFloat);

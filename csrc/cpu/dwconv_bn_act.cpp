@@ -584,6 +584,11 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
   const int64_t plane_size = (s.H + 2 * s.pad) * S * RW, out_size = s.OH * s.OW;
   const int64_t group = in_place ? 1 : std::max<int64_t>(1, 2048 / out_size);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, out_size * s.K * s.K));
+  // Small planes with unit-stride rows fetch the input plane four ahead while this one runs (the hardware
+  // prefetcher left the packing waiting on memory): batch 32, 14x14 and 28x28 planes 0.84-0.96x, 7x7 and
+  // batch 1 unchanged (in-process A/B, 2 threads). Not for larger planes, where the prefetched plane evicted
+  // the current one's rows (144x56x56 1.13x slower).
+  const int64_t ahead = xs.w == 1 && s.H * s.W * static_cast<int64_t>(sizeof(scalar_t)) <= 4096 ? 4 : 0;
   at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
     std::vector<acc_t> buf(plane_size + (in_place ? 0 : group * out_size), acc_t(0));
     for (int64_t g = b; g < e; g += group) {
@@ -593,6 +598,12 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
       else zg = buf.data() + plane_size;
       for (int64_t i = g; i < g_end; ++i) {
         const int64_t n = i / s.C, c = i % s.C;
+        if (ahead && i + ahead < e) {
+          const scalar_t* q = x + (i + ahead) / s.C * xs.n + (i + ahead) % s.C * xs.c;
+          for (int64_t ih = 0; ih < s.H; ++ih)
+            for (int64_t o = 0; o < s.W; o += 64 / static_cast<int64_t>(sizeof(scalar_t)))
+              __builtin_prefetch(q + ih * xs.h + o, 0, 3);
+        }
         pack_plane<scalar_t, S>(x + n * xs.n + c * xs.c, xs, s, RW, buf.data());
         taps.plane(buf.data(), w + c * s.K * s.K, sc[c], sh[c], zg + (i - g) * out_size);
       }

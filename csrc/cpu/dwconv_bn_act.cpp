@@ -589,6 +589,7 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
   // batch 1 unchanged (in-process A/B, 2 threads). Not for larger planes, where the prefetched plane evicted
   // the current one's rows (144x56x56 1.13x slower).
   const int64_t ahead = xs.w == 1 && s.H * s.W * static_cast<int64_t>(sizeof(scalar_t)) <= 4096 ? 4 : 0;
+  auto input_plane = [&](int64_t i) { return x + i / s.C * xs.n + i % s.C * xs.c; };  // plane i of the N*C
   at::parallel_for(0, s.N * s.C, grain, [&](int64_t b, int64_t e) {
     std::vector<acc_t> buf(plane_size + (in_place ? 0 : group * out_size), acc_t(0));
     for (int64_t g = b; g < e; g += group) {
@@ -597,14 +598,14 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
       if constexpr (in_place) zg = y + g * out_size;
       else zg = buf.data() + plane_size;
       for (int64_t i = g; i < g_end; ++i) {
-        const int64_t n = i / s.C, c = i % s.C;
+        const int64_t c = i % s.C;
         if (ahead && i + ahead < e) {
-          const scalar_t* q = x + (i + ahead) / s.C * xs.n + (i + ahead) % s.C * xs.c;
+          const scalar_t* q = input_plane(i + ahead);
           for (int64_t ih = 0; ih < s.H; ++ih)
             for (int64_t o = 0; o < s.W; o += 64 / static_cast<int64_t>(sizeof(scalar_t)))
               __builtin_prefetch(q + ih * xs.h + o, 0, 3);
         }
-        pack_plane<scalar_t, S>(x + n * xs.n + c * xs.c, xs, s, RW, buf.data());
+        pack_plane<scalar_t, S>(input_plane(i), xs, s, RW, buf.data());
         taps.plane(buf.data(), w + c * s.K * s.K, sc[c], sh[c], zg + (i - g) * out_size);
       }
       if (!in_place)

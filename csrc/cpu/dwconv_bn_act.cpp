@@ -455,18 +455,33 @@ struct DwTaps {
     for (int p = 0; p < P; ++p)
       for (int r = 0; r < R; ++r)
         for (int b = 0; b < NB; ++b) acc[p][r][b] = V(acc_t(0));
+    // Kernel column by kernel column: its K weights stay in registers, and each of the (R - 1) * S + K input
+    // rows the block reads is loaded once and used by every output row it is a tap of. Tap by tap (a load per
+    // FMA), GCC merged the repeated loads of a row and spilled them to the stack: this order ran 240x14x14 k5
+    // and 576x7x7 k5 0.89-0.92x, the 14x14 k3 planes 0.94x, the rest 0.97-1.04x (in-process A/B, 2 threads).
+    const int64_t rows = (R - 1) * S + k;
 #pragma GCC unroll 7
-    for (int64_t kh = 0; kh < k; ++kh) {
+    for (int64_t kw = 0; kw < k; ++kw) {
+      V wv[KT ? KT : 1];
+      if constexpr (KT != 0) {
 #pragma GCC unroll 7
-      for (int64_t kw = 0; kw < k; ++kw) {
-        const V wk(wc[kh * k + kw]);
-        const int64_t off = (kw % S) * RW + kw / S + ow;
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const acc_t* q = buf + ((oh + r) * S + kh) * S * RW + off;
+        for (int kh = 0; kh < KT; ++kh) wv[kh] = V(wc[kh * k + kw]);
+      }
+      const acc_t* q = buf + oh * S * S * RW + (kw % S) * RW + kw / S + ow;
+#pragma GCC unroll 16
+      for (int64_t t = 0; t < rows; ++t, q += S * RW) {
 #pragma GCC unroll 4
-          for (int b = 0; b < NB; ++b)
-            acc[kh % P][r][b] = at::vec::fmadd(V::loadu(q + b * L), wk, acc[kh % P][r][b]);
+        for (int b = 0; b < NB; ++b) {
+          const V xv = V::loadu(q + b * L);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            const int64_t kh = t - r * S;
+            if (kh < 0 || kh >= k) continue;
+            V wk;
+            if constexpr (KT != 0) wk = wv[kh];
+            else wk = V(wc[kh * k + kw]);
+            acc[kh % P][r][b] = at::vec::fmadd(xv, wk, acc[kh % P][r][b]);
+          }
         }
       }
     }

@@ -1,6 +1,6 @@
-"""The CPU kernels' AVX2 paths where this CPU runs AVX-512 ones (SiLU's epilogues): FASTZOO_NO_AVX512=1 keeps
-the AVX2 code that CPUs without AVX-512 run, so the tests that reach those kernels run again in a process with
-it set (exit code 5, nothing collected, fails too)."""
+"""The CPU kernels' AVX2 paths where this CPU runs AVX-512 ones (SiLU's epilogues, the GEMM tiles):
+FASTZOO_NO_AVX512=1 keeps the AVX2 code that CPUs without AVX-512 run, so the tests that reach those kernels
+run again in a process with it set (exit code 5, nothing collected, fails too)."""
 import os
 import subprocess
 import sys

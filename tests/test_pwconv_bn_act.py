@@ -60,7 +60,7 @@ def test_edge_shapes(impl, shape):
 def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
     with num_threads(threads):
         for act in ACTIVATIONS:
-            run_case(impl, n, cin, cout, h, w, act, "channels_last", with_residual=act == "relu")
+            run_case(impl, n, cin, cout, h, w, act, "channels_last", with_residual=act in ("relu", "silu"))
         wide = layout(rand(n, cin + 3, h, w, device=impl.device), "channels_last")
         x = wide[:, 2:cin + 2]
         weight = rand(cout, cin, 1, 1, device=impl.device)

@@ -1,11 +1,11 @@
-// float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2; SiLU's
-// epilogue in AVX-512 where the CPU has it, as is silu_rows_avx512, the depthwise kernel's SiLU).
+// float32 1x1-conv GEMMs with the BN + activation (+ residual) epilogue applied in registers (AVX2; the tiles'
+// FMAs and SiLU's epilogue in AVX-512 where the CPU has it, as is silu_rows_avx512, the depthwise kernel's SiLU).
 //
 // c[p, o] = act(sum_k a[p, k] * w[o, k] * sc[o] + sh[o] (+ r[p, o])). The weights are packed per call (or once,
 // by a BlockChain: prepacked_panels) into panels of 16 output channels, k-major (pack_panels, with the SE gate
 // folded in when given, or gate_panel over packed ones): all of them first for many rows (gemm_packed_bn_act),
 // or one panel at a time into a cached buffer for few rows (gemm_bn_act). A 6-row x 16-channel register tile
-// broadcasts a[p, k] and takes two FMAs per panel load. Against MKL's sgemm followed by a separate BN + act pass
+// broadcasts a[p, k] and takes two FMAs per panel load (8 rows x one zmm with AVX-512: tile512). Against MKL's sgemm followed by a separate BN + act pass
 // over its output (gemm_rows + an epilogue), one thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28
 // us, 224x144x24 23 -> 16 us, 196x96x576 349 -> 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark,
 // not kept, best of 7; MKL's packing of a and its beta pass go, and the output is written once).
@@ -86,11 +86,11 @@ __attribute__((always_inline)) inline void tile_fmas(__m256 (&acc)[MR][NB], cons
   }
 }
 
+// c = act(acc * sc + sh (+ r)) for the tile's MR rows and 8 * NB channels, the last vector `last` wide.
 template <int MR, int NB, Act A>
-__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc,
-                                    const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
-  __m256 acc[MR][NB];
-  tile_fmas<MR, NB>(acc, a, lda, wp, K, c, ldc, r, ldr);
+__attribute__((always_inline)) inline void tile_epilogue(__m256 (&acc)[MR][NB], float* c, int64_t ldc,
+                                                         const float* sc, const float* sh, const float* r,
+                                                         int64_t ldr, int64_t last) {
 #pragma GCC unroll 2
   for (int b = 0; b < NB; ++b) {
     const int64_t n = b == NB - 1 ? last : 8;
@@ -106,6 +106,14 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
       else store_n(c + i * ldc + b * 8, v, n);
     }
   }
+}
+
+template <int MR, int NB, Act A>
+__attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp, int64_t K, float* c, int64_t ldc,
+                                    const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
+  __m256 acc[MR][NB];
+  tile_fmas<MR, NB>(acc, a, lda, wp, K, c, ldc, r, ldr);
+  tile_epilogue<MR, NB, A>(acc, c, ldc, sc, sh, r, ldr, last);
 }
 
 // SiLU tiles of a whole 16-channel panel with the epilogue in AVX-512 where the CPU has it (and
@@ -153,6 +161,56 @@ FZ_AVX512 __attribute__((noinline)) void tile_silu512(const float* a, int64_t ld
   }
 }
 
+// Where the CPU has AVX-512F: tiles of kRows512 rows x the whole 16-channel panel, one zmm accumulator per
+// row, a[p, k] broadcast from memory inside the FMA (one load per FMA instead of 8 per 12). Bit-identical to
+// the AVX2 tiles (same FMA order per output); against them, one thread, in-process A/B: the 1x1 convs of
+// efficientnet_b0's blocks 0.80-1.00x, efficientnet_b0 0.92x at batch 1 and 0.90x at batch 32,
+// mobilenet_v3_small 0.94x, mobilenet_v2 0.98x (2 threads). 12 rows were no faster, 24 1.1-1.5x slower.
+constexpr int kRows512 = 8;
+
+template <int MR>
+FZ_AVX512 __attribute__((always_inline)) inline void tile_fmas512(__m512 (&acc)[MR], const float* a, int64_t lda,
+                                                                  const float* wp, int64_t K, float* c, int64_t ldc,
+                                                                  const float* r, int64_t ldr) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    acc[i] = _mm512_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    if (r) _mm_prefetch(reinterpret_cast<const char*>(r + i * ldr), _MM_HINT_T0);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 w = _mm512_loadu_ps(wp + k * kPanel);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * lda + k]), w, acc[i]);
+  }
+}
+
+template <int MR, int NB, Act A>
+FZ_AVX512 __attribute__((noinline)) void tile512(const float* a, int64_t lda, const float* wp, int64_t K, float* c,
+                                                 int64_t ldc, const float* sc, const float* sh, const float* r,
+                                                 int64_t ldr, int64_t last) {
+  __m512 acc[MR];
+  tile_fmas512<MR>(acc, a, lda, wp, K, c, ldc, r, ldr);
+  if constexpr (A == Act::SiLU && NB == 2) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);
+    const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      __m512 v = _mm512_fmadd_ps(acc[i], vs, vh);
+      if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
+      _mm512_mask_storeu_ps(c + i * ldc, m, silu512(v));
+    }
+  } else {
+    __m256 halves[MR][NB];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      halves[i][0] = _mm512_castps512_ps256(acc[i]);
+      if constexpr (NB == 2) halves[i][1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i]), 1));
+    }
+    tile_epilogue<MR, NB, A>(halves, c, ldc, sc, sh, r, ldr, last);
+  }
+}
+
 template <int NB, Act A>
 void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, float* c, int64_t ldc,
                 const float* sc, const float* sh, const float* r, int64_t ldr, int64_t last) {
@@ -163,6 +221,11 @@ void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t
     else tile<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
   };
   int64_t p = 0;
+  if (cpu_has_avx512f())
+    for (; p + kRows512 <= P; p += kRows512) {
+      const float* rp = r ? r + p * ldr : nullptr;
+      tile512<kRows512, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
+    }
   for (; p + kRows <= P; p += kRows) tile_at.template operator()<kRows>(p);
   switch (P - p) {
     case 5: tile_at.template operator()<5>(p); break;
@@ -278,7 +341,8 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
 #if FZ_AVX2
   // Blocks of rows (~16 KiB of a) through every panel: a block stays in L1 while the panels stream from L2
   // (panel after panel over all the rows would re-read a from memory per panel on large maps).
-  const int64_t rows = std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / kRows * kRows, kRows, 16 * kRows);
+  const int64_t mr = cpu_has_avx512f() ? kRows512 : kRows;
+  const int64_t rows = std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / mr * mr, mr, 8 * mr);
   with_act(act, [&](auto A) {
     constexpr Act a_ = decltype(A)::value;
     for (int64_t p0 = 0; p0 < P; p0 += rows) {

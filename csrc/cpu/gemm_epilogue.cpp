@@ -5,10 +5,11 @@
 // by a BlockChain: prepacked_panels) into panels of 16 output channels, k-major (pack_panels, with the SE gate
 // folded in when given, or gate_panel over packed ones): all of them first for many rows (gemm_packed_bn_act),
 // or one panel at a time into a cached buffer for few rows (gemm_bn_act). A 6-row x 16-channel register tile
-// broadcasts a[p, k] and takes two FMAs per panel load (8 rows x one zmm with AVX-512: tile512). Against MKL's sgemm followed by a separate BN + act pass
-// over its output (gemm_rows + an epilogue), one thread, shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28
-// us, 224x144x24 23 -> 16 us, 196x96x576 349 -> 270 us, 49x576x96 81 -> 69 us (a standalone C++ microbenchmark,
-// not kept, best of 7; MKL's packing of a and its beta pass go, and the output is written once).
+// broadcasts a[p, k] and takes two FMAs per panel load (with AVX-512, tile512: 8 rows x one zmm). Against
+// MKL's sgemm followed by a separate BN + act pass over its output (gemm_rows + an epilogue), one thread,
+// shapes of mobilenet_v2's blocks: 224x24x144 32 -> 28 us, 224x144x24 23 -> 16 us, 196x96x576 349 -> 270 us,
+// 49x576x96 81 -> 69 us (a standalone C++ microbenchmark, not kept, best of 7; MKL's packing of a and its beta
+// pass go, and the output is written once).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -143,26 +144,38 @@ FZ_AVX512 inline __m512 silu512(__m512 v) {
   return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
 }
 
+// c = silu(acc * sc + sh (+ r)) for the tile's MR rows of the panel's 8 + last channels, a row per zmm.
+template <int MR>
+FZ_AVX512 __attribute__((always_inline)) inline void silu512_epilogue(const __m512 (&acc)[MR], float* c,
+                                                                      int64_t ldc, const float* sc, const float* sh,
+                                                                      const float* r, int64_t ldr, int64_t last) {
+  const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);  // the panel's valid channels
+  const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    __m512 v = _mm512_fmadd_ps(acc[i], vs, vh);
+    if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
+    _mm512_mask_storeu_ps(c + i * ldc, m, silu512(v));
+  }
+}
+
 template <int MR>
 FZ_AVX512 __attribute__((noinline)) void tile_silu512(const float* a, int64_t lda, const float* wp, int64_t K,
                                                       float* c, int64_t ldc, const float* sc, const float* sh,
                                                       const float* r, int64_t ldr, int64_t last) {
   __m256 acc[MR][2];
   tile_fmas<MR, 2>(acc, a, lda, wp, K, c, ldc, r, ldr);
-  const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);  // the panel's valid channels
-  const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
+  __m512 rows[MR];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-    __m512 v = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(acc[i][0])),
-                                                   _mm256_castps_pd(acc[i][1]), 1));
-    v = _mm512_fmadd_ps(v, vs, vh);
-    if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
-    _mm512_mask_storeu_ps(c + i * ldc, m, silu512(v));
-  }
+  for (int i = 0; i < MR; ++i)
+    rows[i] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(acc[i][0])),
+                                                  _mm256_castps_pd(acc[i][1]), 1));
+  silu512_epilogue<MR>(rows, c, ldc, sc, sh, r, ldr, last);
 }
 
 // Where the CPU has AVX-512F: tiles of kRows512 rows x the whole 16-channel panel, one zmm accumulator per
-// row, a[p, k] broadcast from memory inside the FMA (one load per FMA instead of 8 per 12). Bit-identical to
+// row, a[p, k] broadcast from memory inside the FMA: per k, 9 instructions for 8 x 16 multiply-adds, against
+// 20 for 6 x 16 in the AVX2 tile (2 panel loads, 6 broadcasts, 12 FMAs). Bit-identical to
 // the AVX2 tiles (same FMA order per output); against them, one thread, in-process A/B: the 1x1 convs of
 // efficientnet_b0's blocks 0.80-1.00x, efficientnet_b0 0.92x at batch 1 and 0.90x at batch 32,
 // mobilenet_v3_small 0.94x, mobilenet_v2 0.98x (2 threads). 12 rows were no faster, 24 1.1-1.5x slower.
@@ -192,14 +205,7 @@ FZ_AVX512 __attribute__((noinline)) void tile512(const float* a, int64_t lda, co
   __m512 acc[MR];
   tile_fmas512<MR>(acc, a, lda, wp, K, c, ldc, r, ldr);
   if constexpr (A == Act::SiLU && NB == 2) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);
-    const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      __m512 v = _mm512_fmadd_ps(acc[i], vs, vh);
-      if (r) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, r + i * ldr));
-      _mm512_mask_storeu_ps(c + i * ldc, m, silu512(v));
-    }
+    silu512_epilogue<MR>(acc, c, ldc, sc, sh, r, ldr, last);
   } else {
     __m256 halves[MR][NB];
 #pragma GCC unroll 16

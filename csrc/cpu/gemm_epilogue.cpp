@@ -345,10 +345,11 @@ void pack_jobs(c10::ArrayRef<PackJob> jobs) {
 void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P, int64_t K, int64_t Cout, float* c,
                         int64_t ldc, const float* sc, const float* sh, const float* r, int64_t ldr, Act act) {
 #if FZ_AVX2
-  // Blocks of rows (~16 KiB of a) through every panel: a block stays in L1 while the panels stream from L2
-  // (panel after panel over all the rows would re-read a from memory per panel on large maps).
+  // Blocks of rows (~16 KiB of a, at most 96 rows: a multiple of both tile heights) through every panel: a
+  // block stays in L1 while the panels stream from L2 (panel after panel over all the rows would re-read a
+  // from memory per panel on large maps).
   const int64_t mr = cpu_has_avx512f() ? kRows512 : kRows;
-  const int64_t rows = std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / mr * mr, mr, 8 * mr);
+  const int64_t rows = std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / mr * mr, mr, 16 * kRows);
   with_act(act, [&](auto A) {
     constexpr Act a_ = decltype(A)::value;
     for (int64_t p0 = 0; p0 < P; p0 += rows) {

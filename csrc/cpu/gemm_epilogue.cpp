@@ -61,19 +61,27 @@ inline void transpose8(__m256 (&m)[8]) {
 // The tile's FMAs: acc = a rows p.. p+MR times the panel's first 8 * NB channels. Raw __m256 and every loop
 // over i and b fully unrolled: with Vectorized<float> arrays, or loops left rolled, GCC kept the
 // accumulators on the stack.
+// The epilogue's lines of the tile's MR rows, fetched while the FMAs run: without it a 32x64x56x56 -> 256 conv
+// with a residual stalled on the residual's loads from memory (43 vs 27 ms, MKL and a separate pass 29).
+template <int MR>
+__attribute__((always_inline)) inline void prefetch_epilogue(const float* c, int64_t ldc, const float* r,
+                                                             int64_t ldr) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    if (r) _mm_prefetch(reinterpret_cast<const char*>(r + i * ldr), _MM_HINT_T0);
+  }
+}
+
 template <int MR, int NB>
 __attribute__((always_inline)) inline void tile_fmas(__m256 (&acc)[MR][NB], const float* a, int64_t lda,
                                                      const float* wp, int64_t K, float* c, int64_t ldc,
                                                      const float* r, int64_t ldr) {
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
+  for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 2
     for (int b = 0; b < NB; ++b) acc[i][b] = _mm256_setzero_ps();
-    // the epilogue's lines, fetched while the FMAs run: without it a 32x64x56x56 -> 256 conv with a residual
-    // stalled on the residual's loads from memory (43 vs 27 ms, MKL and a separate pass 29)
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    if (r) _mm_prefetch(reinterpret_cast<const char*>(r + i * ldr), _MM_HINT_T0);
-  }
+  prefetch_epilogue<MR>(c, ldc, r, ldr);
   for (int64_t k = 0; k < K; ++k) {
     __m256 w[NB];
 #pragma GCC unroll 2
@@ -186,11 +194,8 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile_fmas512(__m512 (&acc)[
                                                                   const float* wp, int64_t K, float* c, int64_t ldc,
                                                                   const float* r, int64_t ldr) {
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    acc[i] = _mm512_setzero_ps();
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    if (r) _mm_prefetch(reinterpret_cast<const char*>(r + i * ldr), _MM_HINT_T0);
-  }
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  prefetch_epilogue<MR>(c, ldc, r, ldr);
   for (int64_t k = 0; k < K; ++k) {
     const __m512 w = _mm512_loadu_ps(wp + k * kPanel);
 #pragma GCC unroll 16

@@ -115,3 +115,24 @@ def test_bench_steps_refuses(capsys):
     assert "resnet18 has no fused block chain" in capsys.readouterr().err
     assert bench_main(["mobilenetv3_small", "--steps", "--dtype", "bf16", "--batch", "1", "--rounds", "1"]) == 2
     assert "--steps times the float32 CPU block chain; got --device cpu --dtype bf16" in capsys.readouterr().err
+
+
+def test_bench_ops(tmp_path):
+    """--ops end to end at batch 1: every op case gets a row with its samples, their spread, and the ratios."""
+    out = tmp_path / "ops.json"
+    assert bench_main(["--ops", "--batch", "1", "--rounds", "3", "--min-seconds", "0", "--no-compile",
+                       "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    from fastzoo.bench.ops_bench import DW_SHAPES, SE_SHAPES, SHUFFLE_SHAPES
+    rows = data["rows"]
+    assert len(rows) == len(DW_SHAPES) + len(SE_SHAPES) + len(SHUFFLE_SHAPES)
+    assert {r["op"] for r in rows} == {"dwconv_bn_act", "squeeze_excite", "channel_shuffle"}
+    for r in rows:
+        for v in ("fused", "eager"):
+            samples = r["samples_ms"][v]
+            assert len(samples) >= 3 and min(samples) > 0
+            p25, p75 = r["spread_ms"][v]
+            assert p25 <= r[f"{v}_ms"] <= p75
+        assert r["speedup_vs_eager"] == pytest.approx(r["eager_ms"] / r["fused_ms"])
+        assert r["fused_over_copy"] == pytest.approx(r["fused_ms"] / r["copy_ms"])
+    assert all(v > 0 for v in data["copy_gbps"].values())

@@ -12,6 +12,7 @@ from . import malloc, report, timing, variants as variants_mod
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_COMPARE = "reference,fused,compile,onnxruntime"
+MIN_SECONDS_MODEL, MIN_SECONDS_OP = 3.0, 0.5  # --min-seconds defaults: per model and batch, per op case
 
 
 def parser():
@@ -27,7 +28,9 @@ def parser():
                         f"{DEFAULT_COMPARE}; eager = the torchvision/timm model itself)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=30, help="timed rounds per variant (at least)")
-    p.add_argument("--min-seconds", type=float, default=3.0, help="time each model and batch at least this long")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help=f"time each model and batch at least this long (default {MIN_SECONDS_MODEL:g}); with --ops, "
+                        f"each op, shape and batch (default {MIN_SECONDS_OP:g})")
     p.add_argument("--json", metavar="FILE", help="write every sample and the machine to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the speedups")
     p.add_argument("--analytic", action="store_true",
@@ -168,6 +171,8 @@ def run_steps(args, batches):
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.min_seconds is None:
+        args.min_seconds = MIN_SECONDS_OP if args.ops else MIN_SECONDS_MODEL
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
@@ -195,7 +200,8 @@ def main(argv=None) -> int:
     if args.ops:
         from . import ops_bench
         with torch.inference_mode():
-            result = ops_bench.run(batches, args.rounds, not args.no_compile, args.channels_last)
+            result = ops_bench.run(batches, args.rounds, not args.no_compile, args.channels_last,
+                                   min_seconds=args.min_seconds)
         bw = result["copy_gbps"]
         print(f"copy bandwidth here: {bw['l2_sized_512KiB']:.1f} GB/s (512 KiB), {bw['dram_sized_256MiB']:.1f} GB/s "
               f"(256 MiB)")

@@ -76,7 +76,9 @@ def cases(batch, channels_last=False):
     return out
 
 
-def run(batches, rounds=20, compile_eager=True, channels_last=False, progress=print):
+def run(batches, rounds=20, compile_eager=True, channels_last=False, progress=print, min_seconds=0.0):
+    """Each case at least `rounds` interleaved rounds and `min_seconds` long: at batch 1 a call takes tens of
+    microseconds, and a median of a few dozen single calls moved by 10-20% between runs."""
     l2 = copy_bandwidth(512 * 1024)
     dram = copy_bandwidth(256 * 1024 * 1024, rounds=5)
     rows = []
@@ -90,16 +92,21 @@ def run(batches, rounds=20, compile_eager=True, channels_last=False, progress=pr
                 fns["compile"] = compiled
             for fn in fns.values():
                 timing.warm_up(fn)
-            samples = timing.interleaved(fns, rounds)
-            med = {k: timing.summarize(v)["median_ms"] for k, v in samples.items()}
+            samples = timing.interleaved(fns, rounds, min_seconds)
+            stats = {k: timing.summarize(v) for k, v in samples.items()}
+            med = {k: st["median_ms"] for k, st in stats.items()}
             copy_ms = nbytes / (dram if nbytes > 8 * 1024 * 1024 else l2) / 1e9 * 1e3
             row = {"op": op, "shape": label, "batch": batch, "bytes": nbytes, **{f"{k}_ms": v for k, v in med.items()},
                    "fused_gbps": nbytes / (med["fused"] / 1e3) / 1e9, "copy_ms": copy_ms,
                    "fused_over_copy": med["fused"] / copy_ms, "speedup_vs_eager": med["eager"] / med["fused"]}
             if "compile" in med:
                 row["speedup_vs_compile"] = med["compile"] / med["fused"]
+            row["spread_ms"] = {k: [st["p25_ms"], st["p75_ms"]] for k, st in stats.items()}
+            row["samples_ms"] = {k: [v * 1e3 for v in vs] for k, vs in samples.items()}
             rows.append(row)
-            progress(f"{op:16s} {label:20s} batch {batch:3d}: fused {med['fused']:.3f} ms, eager {med['eager']:.3f} ms"
+            progress(f"{op:16s} {label:20s} batch {batch:3d}: fused {med['fused']:.3f} ms (p25-p75 "
+                     f"{stats['fused']['p25_ms']:.3f}-{stats['fused']['p75_ms']:.3f}, {stats['fused']['n']} calls), "
+                     f"eager {med['eager']:.3f} ms"
                      + (f", compile {med['compile']:.3f} ms" if "compile" in med else "")
                      + f" | {row['fused_gbps']:.1f} GB/s, {row['fused_over_copy']:.1f}x the copy time, "
                      f"{row['speedup_vs_eager']:.1f}x eager")

@@ -20,10 +20,24 @@ def _check_name(name, source="backend"):
     return name
 
 
+# Every fused op call reads FASTZOO_BACKEND (it may change at run time). os.environ.get took ~1 us when it is
+# unset (a KeyError raised and caught inside), a quarter of a batch-1 op's Python cost; CPython's os.environ
+# keeps its encoded entries in the dict _data, which every os.environ update also updates.
+_ENV = getattr(os.environ, "_data", None)
+_ENV_KEY = os.environ.encodekey("FASTZOO_BACKEND") if _ENV is not None else None
+
+
+def _env_backend():
+    if _ENV is None:
+        return os.environ.get("FASTZOO_BACKEND")
+    raw = _ENV.get(_ENV_KEY)
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
 def get_backend() -> str:
     if _current is not None:
         return _current
-    return _check_name(os.environ.get("FASTZOO_BACKEND", "auto") or "auto", "FASTZOO_BACKEND")
+    return _check_name(_env_backend() or "auto", "FASTZOO_BACKEND")
 
 
 def set_backend(name: str) -> None:

@@ -62,3 +62,18 @@ def test_triton_unavailable_without_interpreter_on_cpu():
     why = backends.unavailable_reason("triton", "cpu") if not backends.triton_interpret() else None
     if why:
         assert "TRITON_INTERPRET" in why or "not installed" in why
+
+
+def test_environment_variable_changed_at_run_time(monkeypatch):
+    monkeypatch.setattr(backends, "_current", None)  # nothing set: FASTZOO_BACKEND decides, read on every call
+    monkeypatch.delenv("FASTZOO_BACKEND", raising=False)
+    assert fastzoo.get_backend() == "auto"
+    monkeypatch.setenv("FASTZOO_BACKEND", "reference")
+    assert fastzoo.get_backend() == "reference" and backends.resolve("cpu") == "reference"
+    monkeypatch.setenv("FASTZOO_BACKEND", "")
+    assert fastzoo.get_backend() == "auto"
+    monkeypatch.setenv("FASTZOO_BACKEND", "nope")
+    with pytest.raises(ValueError, match=r"unknown FASTZOO_BACKEND 'nope'"):
+        fastzoo.get_backend()
+    monkeypatch.delenv("FASTZOO_BACKEND")
+    assert fastzoo.get_backend() == "auto"

@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import fastzoo
-from fastzoo import ops
+from fastzoo import _ext, ops
 from fastzoo.activations import ACTIVATIONS
-from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, oracle, poison, rand
+from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, num_threads, oracle, poison, rand
 
 
 def run_case(impl, n, c, h, w, k, stride, act, fmt, dtype=torch.float32, padding=-1):
@@ -111,3 +111,18 @@ def test_property_cpu(n, c, h, w, k, stride, act, fmt, dtype):
         run_case(impl, n, c, h, w, k, stride, act, fmt, dtype)
 
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nchw_planes_stolen_order(impl, dtype):
+    """The NCHW kernel's runs of planes go through parallel_tasks: one thread runs them in a stealing thread's
+    order here (its own run forwards, another's from the back), each plane exactly once."""
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the C++ CPU kernel's work stealing")
+    _ext._C.set_simulated_stealing(True)
+    try:
+        with num_threads(1):
+            run_case(impl, 3, 37, 9, 10, 3, 1, "hardswish", "nchw", dtype)
+            run_case(impl, 2, 40, 14, 14, 5, 2, "silu", "nchw", dtype)
+    finally:
+        _ext._C.set_simulated_stealing(False)

@@ -111,8 +111,6 @@ def test_property_cpu(n, c, h, w, k, stride, act, fmt, dtype):
         run_case(impl, n, c, h, w, k, stride, act, fmt, dtype)
 
 
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_nchw_planes_stolen_order(impl, dtype):
     """The NCHW kernel's runs of planes go through parallel_tasks: one thread runs them in a stealing thread's

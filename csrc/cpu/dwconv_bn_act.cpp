@@ -498,7 +498,7 @@ struct DwTaps {
           const V v = vact<decltype(A)::value>(at::vec::fmadd(sum, vs, vh));
           // A row's partial last vector is stored whole where the row is one block wide and the vector ends
           // inside the plane: what it writes past the row belongs to later rows, stored after it. In-process
-          // A/B, batch 32: 576x7x7 k5 0.90-0.97x, 240x14x14 k5 0.95-0.96x, the other shapes 0.98-1.06x (noise).
+          // A/B, batch 32: 576x7x7 k5 0.90-0.97x, 240x14x14 k5 0.95-0.96x, the other shapes 0.95-1.06x (noise).
           const bool whole = OW <= kMaxVectors * L && (oh + r) * OW + ow + (b + 1) * L <= OH * OW;
           if (b == NB - 1 && last < L && !whole) store_n(zr + b * L, v, last);
           else v.store(zr + b * L);
@@ -636,7 +636,7 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
   };
   // About eight runs of planes per thread, taken with work stealing (parallel_tasks): one run per thread
   // (at::parallel_for) left a thread waiting whenever the other was held up. In-process A/B, 2 threads, the op
-  // in a loop: batch 32 0.82-0.97x on 7 of the 8 bench shapes (384x14x14 1.01x), batch 1 0.90-1.03x.
+  // in a loop, the eight bench shapes: batch 32 0.82-1.01x and 0.85-1.07x (two runs), batch 1 0.90-1.03x.
   const int64_t NC = s.N * s.C, tasks_per_thread = 8;
   const int64_t per = std::max(grain, (NC + tasks_per_thread * at::get_num_threads() - 1) /
                                           (tasks_per_thread * at::get_num_threads()));

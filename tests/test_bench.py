@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastzoo.bench import analytic
+from fastzoo.bench.ops_bench import DW_SHAPES, SE_SHAPES, SHUFFLE_SHAPES
 from fastzoo.bench import main as bench_main
 from fastzoo.layers import MBConv
 
@@ -123,7 +124,6 @@ def test_bench_ops(tmp_path):
     assert bench_main(["--ops", "--batch", "1", "--rounds", "3", "--min-seconds", "0", "--no-compile",
                        "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    from fastzoo.bench.ops_bench import DW_SHAPES, SE_SHAPES, SHUFFLE_SHAPES
     rows = data["rows"]
     assert len(rows) == len(DW_SHAPES) + len(SE_SHAPES) + len(SHUFFLE_SHAPES)
     assert {r["op"] for r in rows} == {"dwconv_bn_act", "squeeze_excite", "channel_shuffle"}

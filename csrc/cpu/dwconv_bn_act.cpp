@@ -6,9 +6,12 @@
 //     loaded once per kernel row for all the block's pixels), the rest in register blocks of 4 pixels x 2
 //     vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row);
 //     optional per-channel output sums (mbconv's SE).
-//   NCHW output: per (n, c) plane, the input plane is packed into a zero-padded float scratch (columns
-//     split by parity for stride 2) and output rows are vectorized over W in 2x4 / 4x2 register blocks;
-//     any input strides.
+//   NCHW output, float32 contiguous input, K 3/5/7: eight channels of an image at a time turned channels_last
+//     in a zero-padded scratch (8x8 transposes), a channel per lane and an accumulator per output pixel, and
+//     turned back (dw_nchw_use_groups says where this beats the next path);
+//   NCHW output otherwise: per (n, c) plane, the input plane is packed into a zero-padded float scratch
+//     (columns split by parity for stride 2) and output rows are vectorized over W in 2x4 / 4x2 register
+//     blocks; any input strides.
 // Generic path: fastzoo::dw_point per output element, any strides (the CUDA kernel's math).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -405,6 +408,193 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
 }
 
 #if FZ_AVX2
+// r[i] lane j <-> r[j] lane i.
+inline void transpose8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // rows i, i+1 interleaved: lanes 0 1 (and 4 5)
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // lanes 2 3 (and 6 7)
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[i + 2 * h] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], _MM_SHUFFLE(1, 0, 1, 0));
+      u[i + 2 * h + 1] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+  for (int j = 0; j < 4; ++j) {  // u[j]: column j in its low half, column j + 4 in its high half (rows 0-3)
+    r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+    r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+  }
+}
+
+// out[k * 8 + j] = rows[j][k] for k < n, eight floats per k up to n rounded up to 8 (zeros past n: out must have
+// the room); null rows read as zeros. A store per k instead left GCC a memcpy (rep movsq) per chunk.
+inline void gather_lanes8(const float* const (&rows)[8], int64_t n, float* out) {
+  for (int64_t k = 0; k < n; k += 8) {
+    const int64_t m = std::min<int64_t>(8, n - k);
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j)
+      r[j] = !rows[j] ? _mm256_setzero_ps() : m == 8 ? _mm256_loadu_ps(rows[j] + k) : load_n(rows[j] + k, m);
+    transpose8(r);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + (k + i) * 8, r[i]);
+  }
+}
+
+// One output row of eight channels, PX pixels (the row's, or 8 where fewer: the extra pixels read the scratch's
+// zero padding and are not stored back), from the zero-padded channels_last scratch x (input row 0 of the
+// taps, rows pw pixels apart): act(taps * vs + vh) into y (8 pixels). PX independent accumulators, each
+// weight vector loaded once for all of them.
+template <int K, int S, int PX>
+__attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float* wk, __m256 vs, __m256 vh, Act act,
+                                         float* y) {
+  __m256 acc[PX];
+#pragma GCC unroll 8
+  for (int p = 0; p < PX; ++p) acc[p] = _mm256_setzero_ps();
+#pragma GCC unroll 7
+  for (int kh = 0; kh < K; ++kh) {
+    const float* xr = x + kh * pw * 8;
+#pragma GCC unroll 7
+    for (int kw = 0; kw < K; ++kw) {
+      const __m256 wv = _mm256_loadu_ps(wk + (kh * K + kw) * 8);
+#pragma GCC unroll 8
+      for (int p = 0; p < PX; ++p) acc[p] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (p * S + kw) * 8), wv, acc[p]);
+    }
+  }
+  with_act(act, [&](auto A) {
+#pragma GCC unroll 8
+    for (int p = 0; p < PX; ++p)
+      _mm256_storeu_ps(y + p * 8, vact<decltype(A)::value>(Vectorized<float>(_mm256_fmadd_ps(acc[p], vs, vh))));
+  });
+}
+
+// NCHW float32 planes whose output rows fit one vector (7x7): the NCHW kernel fills 7 of its 8 lanes there, and
+// each output row is one chain of K*K dependent FMAs. Here eight channels of an image at a time are turned
+// channels_last in a zero-padded scratch (8x8 transposes in registers), a channel per lane and an accumulator
+// per output pixel, and each output row turned back. x and y contiguous.
+struct DwGroups {
+  const float *x, *weight, *sc, *sh;
+  float* y;
+  int64_t C, H, W, OH, OW, pad;
+  int64_t pw, ph;  // the scratch's padded width and height: every cell the taps read, the image at (pad, pad)
+  Act act;
+};
+
+// Task t: image t / G, channels 8 * (t % G) on. g by value: a local copy, not reloaded after every store (the
+// extension builds with -fno-strict-aliasing).
+template <int K, int S, int PX>
+void dw_group_task(const DwGroups g, int64_t t, float* buf) {
+  constexpr int64_t KK = K * K;
+  const int64_t G = (g.C + 7) / 8, n = t / G, c0 = t % G * 8, cnt = std::min<int64_t>(8, g.C - c0);
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  // the next task's planes (contiguous), S input rows of each per output row: batch 32, 1152x7x7 k3 0.61x,
+  // 576x7x7 k5 0.92x (in-process A/B)
+  const float* next = g.x + (n * g.C + c0 + 8) * HW;
+  float *tx = buf, *ty = tx + g.ph * g.pw * 8, *wk = ty + ((g.OW + PX - 1) / PX * PX + 8) * 8;
+  float* tz = wk + (KK + 8) * 8;  // the eight output planes, staged
+  const bool stage = OHW <= 256;
+  const float* rows[8];
+  alignas(32) float scg[8], shg[8];
+  for (int j = 0; j < 8; ++j) {
+    rows[j] = j < cnt ? g.weight + (c0 + j) * KK : nullptr;
+    scg[j] = j < cnt ? g.sc[c0 + j] : 0.f;
+    shg[j] = j < cnt ? g.sh[c0 + j] : 0.f;
+  }
+  gather_lanes8(rows, KK, wk);  // (K*K, 8)
+  const float* xn = g.x + (n * g.C + c0) * HW;
+  for (int64_t ih = 0; ih < g.H; ++ih) {
+    for (int j = 0; j < 8; ++j) rows[j] = j < cnt ? xn + j * HW + ih * g.W : nullptr;
+    gather_lanes8(rows, g.W, tx + ((ih + g.pad) * g.pw + g.pad) * 8);
+  }
+  const __m256 vs = _mm256_load_ps(scg), vh = _mm256_load_ps(shg);
+  float* yn = g.y + (n * g.C + c0) * OHW;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    {
+      const int64_t r0 = oh * S, r1 = oh + 1 == g.OH ? g.H : std::min(g.H, r0 + S);
+      for (int j = 0; j < 8; ++j)
+        for (int64_t o = r0 * g.W; o < r1 * g.W; o += 16) __builtin_prefetch(next + j * HW + o, 0, 3);
+    }
+    for (int64_t ow = 0; ow < g.OW; ow += PX)
+      taps8_row<K, S, PX>(tx + (oh * S * g.pw + ow * S) * 8, g.pw, wk, vs, vh, g.act, ty + ow * 8);
+    for (int64_t p = 0; p < g.OW; p += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(ty + (p + i) * 8);
+      transpose8(r);
+      // a whole vector where it ends inside the plane (the pixels after it, stored later, overwrite the spill)
+      const int64_t m = std::min<int64_t>(8, g.OW - p), at = oh * g.OW + p;
+      const bool whole = at + 8 <= OHW;
+      if (stage) {
+        for (int64_t j = 0; j < 8; ++j) _mm256_storeu_ps(tz + j * OHW + at, r[j]);
+        continue;
+      }
+      for (int64_t j = 0; j < cnt; ++j) {
+        float* dst = yn + j * OHW + at;
+        if (whole) _mm256_storeu_ps(dst, r[j]);
+        else store_n(dst, Vectorized<float>(r[j]), m);
+      }
+    }
+  }
+  if (stage) {
+    const int64_t total = cnt * OHW;
+    int64_t i = 0;
+    for (; i + 8 <= total; i += 8) _mm256_storeu_ps(yn + i, _mm256_loadu_ps(tz + i));
+    if (i < total) store_n(yn + i, Vectorized<float>(_mm256_loadu_ps(tz + i)), total - i);
+  }
+}
+
+template <int K, int S>
+void dw_nchw_groups_ks(const float* x, const float* weight, const float* sc, const float* sh, float* y,
+                       const DwShape& s, Act act) {
+  // pixels per taps call: 7 where they divide the row (14 spilled accumulators: 1.7-2.7x slower), else 8 (the
+  // last block of a row reading padding)
+  const int64_t PX = s.OW % 7 == 0 ? 7 : 8, OWP = (s.OW + PX - 1) / PX * PX;
+  const int64_t pw = std::max({s.W + 2 * s.pad, (OWP - 1) * S + K, s.pad + (s.W + 7) / 8 * 8});
+  const int64_t ph = std::max(s.H + 2 * s.pad, (s.OH - 1) * S + K);
+  const DwGroups g{x, weight, sc, sh, y, s.C, s.H, s.W, s.OH, s.OW, s.pad, pw, ph, act};
+  const auto task = PX == 7 ? dw_group_task<K, S, 7> : dw_group_task<K, S, 8>;
+  // runs of tasks of at least ~64K multiply-adds, about eight runs per thread
+  const int64_t tasks = s.N * ((s.C + 7) / 8), threads = at::get_num_threads();
+  const int64_t per = std::max((65536 + 8 * s.OH * s.OW * K * K - 1) / (8 * s.OH * s.OW * K * K),
+                               (tasks + 8 * threads - 1) / (8 * threads));
+  const int64_t scratch = (ph * pw + (OWP + 8) + K * K + 8) * 8 + 8 * s.OH * s.OW + 8;
+  parallel_tasks((tasks + per - 1) / per, [&] {
+    // the padding is zeroed once: each task rewrites the same image cells
+    return [&, buf = std::vector<float>(scratch, 0.f)](int64_t r) mutable {
+      for (int64_t t = r * per; t < std::min(tasks, (r + 1) * per); ++t) task(g, t, buf.data());
+    };
+  });
+}
+
+void dw_nchw_channel_groups(const float* x, const float* weight, const float* sc, const float* sh, float* y,
+                            const DwShape& s, Act act) {
+  auto run = [&](auto KS) {
+    constexpr int k = decltype(KS)::value / 10, stride = decltype(KS)::value % 10;
+    dw_nchw_groups_ks<k, stride>(x, weight, sc, sh, y, s, act);
+  };
+  switch (s.K * 10 + s.stride) {
+    case 31: return run(std::integral_constant<int, 31>{});
+    case 32: return run(std::integral_constant<int, 32>{});
+    case 51: return run(std::integral_constant<int, 51>{});
+    case 52: return run(std::integral_constant<int, 52>{});
+    case 71: return run(std::integral_constant<int, 71>{});
+    case 72: return run(std::integral_constant<int, 72>{});
+    default: TORCH_CHECK(false, "dw_nchw_channel_groups: K ", s.K, " stride ", s.stride);
+  }
+}
+#endif
+
+// Where the channel groups run instead of the NCHW planes. In-process A/Bs, 2 threads, the op in a loop, time
+// with groups / with planes: 7x7 outputs batch 1 0.59-0.88x, batch 32 0.62-0.88x (576x7x7 k5, 960x7x7 k3,
+// 1152x7x7 k3/k5, 96x7x7 k5, 672x14x14 k5 s2, 240x14x14 k3 s2); rows of 28 and 56 batch 1 0.83-0.96x, batch 32
+// 0.59-0.95x; 14-wide rows batch 1 0.63-0.84x, batch 32 stride 2 0.81-0.89x, but stride 1 1.13-1.31x slower
+// (240x14x14 k5, 384/480x14x14 k3, 672x14x14 k5), so those stay on the planes once the input outgrows L2; and
+// with few groups to share out (16x112x112 s2 and 20x7x7 at batch 1: 1.16x, 1.52x) the planes win too.
+inline bool dw_nchw_use_groups(const at::Tensor& x, const DwShape& s) {
+  if (!FZ_AVX2 || x.scalar_type() != at::kFloat || !x.is_contiguous() || s.C < 8) return false;
+  if ((s.K != 3 && s.K != 5 && s.K != 7) || s.N * ((s.C + 7) / 8) < 4 * at::get_num_threads()) return false;
+  const bool narrow_rows = s.OW > 8 && s.OW < 28 && s.stride == 1;
+  return !narrow_rows || x.numel() * static_cast<int64_t>(sizeof(float)) <= (int64_t{1} << 20);
+}
+
+#if FZ_AVX2
 // dst[0:roundup(n, 8)] = x[0:n] then zeros: whole-vector stores (a 7-float row in scalars was a seventh of a
 // 7x7 plane's time), the tail by a masked load. dst must have the room.
 inline void copy_row_zero_tail(const float* x, int64_t n, float* dst) {
@@ -701,9 +891,16 @@ bool dw_fast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
   const bool cl = (x.stride(1) == 1 || s.C == 1) && (out.stride(1) == 1 || s.C == 1);
   const bool nchw_out = out.is_contiguous();
   if (!cl && (sums != nullptr || !nchw_out)) return false;
+  const bool groups = !cl && dw_nchw_use_groups(x, s);
+  const at::Tensor w = groups ? weight.contiguous() : weight;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "dwconv_bn_act_fast", [&] {
     if (cl)
       dw_cl<scalar_t>(x, weight, scale_acc, shift_acc, s, act, out, sums);
+#if FZ_AVX2
+    else if (groups)
+      dw_nchw_channel_groups(x.const_data_ptr<float>(), w.const_data_ptr<float>(), scale_acc.const_data_ptr<float>(),
+                             shift_acc.const_data_ptr<float>(), out.data_ptr<float>(), s, act);
+#endif
     else
       dw_nchw<scalar_t>(x, weight, scale_acc, shift_acc, s, act, out);
   });

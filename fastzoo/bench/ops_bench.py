@@ -18,11 +18,14 @@ SE_SHAPES = [(96, 14, 14, 24), (576, 7, 7, 144), (240, 14, 14, 64)]
 SHUFFLE_SHAPES = [(116, 28, 28, 2), (232, 14, 14, 2)]
 
 
-def copy_bandwidth(nbytes, rounds=20):
-    """GB/s of a plain tensor copy (read + write) of nbytes on this machine, median of rounds."""
+def copy_bandwidth(nbytes, rounds=20, min_seconds=0.2):
+    """GB/s of a plain tensor copy (read + write) of nbytes on this machine: the median of at least `rounds`
+    copies and `min_seconds`, after a warm-up (20 cold copies of 512 KiB once gave 0.3 GB/s, other runs 74-85)."""
     src = torch.randn(max(1, nbytes // 8))
     dst = torch.empty_like(src)
-    s = timing.interleaved({"copy": lambda: dst.copy_(src)}, rounds)["copy"]
+    copy = lambda: dst.copy_(src)  # noqa: E731
+    timing.warm_up(copy)
+    s = timing.interleaved({"copy": copy}, rounds, min_seconds)["copy"]
     t = timing.summarize(s)["median_ms"] / 1e3
     return 2 * src.numel() * 4 / t / 1e9
 

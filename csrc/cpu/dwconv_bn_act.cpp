@@ -439,10 +439,9 @@ inline void gather_lanes8(const float* const (&rows)[8], int64_t n, float* out) 
   }
 }
 
-// One output row of eight channels, PX pixels (the row's, or 8 where fewer: the extra pixels read the scratch's
-// zero padding and are not stored back), from the zero-padded channels_last scratch x (input row 0 of the
-// taps, rows pw pixels apart): act(taps * vs + vh) into y (8 pixels). PX independent accumulators, each
-// weight vector loaded once for all of them.
+// PX (7 or 8) pixels of an output row of eight channels, from the zero-padded channels_last scratch x (input
+// row 0 of the taps, rows pw pixels apart; pixels past the row read its zero padding and are not stored back):
+// act(taps * vs + vh) into y. PX independent accumulators, each weight vector loaded once for all of them.
 template <int K, int S, int PX>
 __attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float* wk, __m256 vs, __m256 vh, Act act,
                                          float* y) {
@@ -466,10 +465,10 @@ __attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float
   });
 }
 
-// NCHW float32 planes whose output rows fit one vector (7x7): the NCHW kernel fills 7 of its 8 lanes there, and
-// each output row is one chain of K*K dependent FMAs. Here eight channels of an image at a time are turned
-// channels_last in a zero-padded scratch (8x8 transposes in registers), a channel per lane and an accumulator
-// per output pixel, and each output row turned back. x and y contiguous.
+// NCHW float32 through channel groups: the plane kernel fills 7 of its 8 lanes on 7- and 14-wide rows, and on 7x7
+// planes each output row is one chain of K*K dependent FMAs. Here eight channels of an image at a time are
+// turned channels_last in a zero-padded scratch (8x8 transposes in registers), a channel per lane and an
+// accumulator per output pixel, and each output row turned back. x and y contiguous.
 struct DwGroups {
   const float *x, *weight, *sc, *sh;
   float* y;

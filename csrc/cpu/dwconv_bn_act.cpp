@@ -19,6 +19,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -408,24 +409,6 @@ void dw_cl(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc, 
 }
 
 #if FZ_AVX2
-// r[i] lane j <-> r[j] lane i.
-inline void transpose8(__m256 (&r)[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);  // rows i, i+1 interleaved: lanes 0 1 (and 4 5)
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);  // lanes 2 3 (and 6 7)
-  }
-  for (int i = 0; i < 8; i += 4)
-    for (int h = 0; h < 2; ++h) {
-      u[i + 2 * h] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], _MM_SHUFFLE(1, 0, 1, 0));
-      u[i + 2 * h + 1] = _mm256_shuffle_ps(t[i + h], t[i + 2 + h], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-  for (int j = 0; j < 4; ++j) {  // u[j]: column j in its low half, column j + 4 in its high half (rows 0-3)
-    r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
-    r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
-  }
-}
-
 // out[k * 8 + j] = rows[j][k] for k < n, eight floats per k up to n rounded up to 8 (zeros past n: out must have
 // the room); null rows read as zeros. A store per k instead left GCC a memcpy (rep movsq) per chunk.
 inline void gather_lanes8(const float* const (&rows)[8], int64_t n, float* out) {
@@ -474,7 +457,17 @@ struct DwGroups {
   float* y;
   int64_t C, H, W, OH, OW, pad;
   int64_t pw, ph;  // the scratch's padded width and height: every cell the taps read, the image at (pad, pad)
+  int64_t owp;     // a row's pixels rounded up to the taps calls'
   Act act;
+};
+
+// A task's scratch, offsets in floats: the padded input (ph x pw pixels of 8 channels), then one output row
+// (owp + 8 pixels: the back transpose reads whole chunks of 8), the weights ((K*K + 8) x 8: gather_lanes8
+// writes whole chunks), the staged output planes (8 x OH*OW, + 8 for the last whole-vector read).
+struct GroupScratch {
+  int64_t ty, wk, tz, size;
+  GroupScratch(const DwGroups& g, int64_t KK)
+      : ty(g.ph * g.pw * 8), wk(ty + (g.owp + 8) * 8), tz(wk + (KK + 8) * 8), size(tz + 8 * g.OH * g.OW + 8) {}
 };
 
 // Task t: image t / G, channels 8 * (t % G) on. g by value: a local copy, not reloaded after every store (the
@@ -487,10 +480,11 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
   // the next task's planes (contiguous), S input rows of each per output row: batch 32, 1152x7x7 k3 0.61x,
   // 576x7x7 k5 0.92x, 384x14x14 k3 (prefetched at once, not spread) 0.81x (in-process A/Bs)
   const float* next = g.x + (n * g.C + c0 + 8) * HW;
-  float *tx = buf, *ty = tx + g.ph * g.pw * 8, *wk = ty + ((g.OW + PX - 1) / PX * PX + 8) * 8;
+  const GroupScratch sl(g, KK);
+  float *tx = buf, *ty = buf + sl.ty, *wk = buf + sl.wk;
   // Small output planes are staged in the scratch and copied out in one run: batch 32, 14x14 0.73-0.81x,
   // 7x7 0.92-1.02x; staged, rows of 28 and 56 were 1.07-1.20x slower (in-process A/Bs).
-  float* tz = wk + (KK + 8) * 8;
+  float* tz = buf + sl.tz;
   const bool stage = OHW <= 256;
   const float* rows[8];
   alignas(32) float scg[8], shg[8];
@@ -533,12 +527,7 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
       }
     }
   }
-  if (stage) {
-    const int64_t total = cnt * OHW;
-    int64_t i = 0;
-    for (; i + 8 <= total; i += 8) _mm256_storeu_ps(yn + i, _mm256_loadu_ps(tz + i));
-    if (i < total) store_n(yn + i, Vectorized<float>(_mm256_loadu_ps(tz + i)), total - i);
-  }
+  if (stage) std::memcpy(yn, tz, cnt * OHW * sizeof(float));
 }
 
 template <int K, int S>
@@ -549,13 +538,13 @@ void dw_nchw_groups_ks(const float* x, const float* weight, const float* sc, con
   const int64_t PX = s.OW % 7 == 0 ? 7 : 8, OWP = (s.OW + PX - 1) / PX * PX;
   const int64_t pw = std::max({s.W + 2 * s.pad, (OWP - 1) * S + K, s.pad + (s.W + 7) / 8 * 8});
   const int64_t ph = std::max(s.H + 2 * s.pad, (s.OH - 1) * S + K);
-  const DwGroups g{x, weight, sc, sh, y, s.C, s.H, s.W, s.OH, s.OW, s.pad, pw, ph, act};
+  const DwGroups g{x, weight, sc, sh, y, s.C, s.H, s.W, s.OH, s.OW, s.pad, pw, ph, OWP, act};
   const auto task = PX == 7 ? dw_group_task<K, S, 7> : dw_group_task<K, S, 8>;
   // runs of tasks of at least ~64K multiply-adds, about eight runs per thread
   const int64_t tasks = s.N * ((s.C + 7) / 8), threads = at::get_num_threads();
   const int64_t per = std::max((65536 + 8 * s.OH * s.OW * K * K - 1) / (8 * s.OH * s.OW * K * K),
                                (tasks + 8 * threads - 1) / (8 * threads));
-  const int64_t scratch = (ph * pw + (OWP + 8) + K * K + 8) * 8 + 8 * s.OH * s.OW + 8;
+  const int64_t scratch = GroupScratch(g, K * K).size;
   parallel_tasks((tasks + per - 1) / per, [&] {
     // the padding is zeroed once: each task rewrites the same image cells
     return [&, buf = std::vector<float>(scratch, 0.f)](int64_t r) mutable {

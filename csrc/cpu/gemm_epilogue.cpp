@@ -31,30 +31,6 @@ using V = Vectorized<float>;
 constexpr int64_t kPanel = 16;  // output channels per panel: two AVX2 vectors
 constexpr int kRows = 6;        // rows per register tile: 12 accumulators, 2 panel vectors, 1 broadcast
 
-// The 8x8 block m[r][0..8) (rows r of w) transposed into t[k] = {m[0][k], ..., m[7][k]}.
-inline void transpose8(__m256 (&m)[8]) {
-  const __m256 a0 = _mm256_unpacklo_ps(m[0], m[1]), a1 = _mm256_unpackhi_ps(m[0], m[1]);
-  const __m256 a2 = _mm256_unpacklo_ps(m[2], m[3]), a3 = _mm256_unpackhi_ps(m[2], m[3]);
-  const __m256 a4 = _mm256_unpacklo_ps(m[4], m[5]), a5 = _mm256_unpackhi_ps(m[4], m[5]);
-  const __m256 a6 = _mm256_unpacklo_ps(m[6], m[7]), a7 = _mm256_unpackhi_ps(m[6], m[7]);
-  const __m256 b0 = _mm256_shuffle_ps(a0, a2, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b1 = _mm256_shuffle_ps(a0, a2, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 b2 = _mm256_shuffle_ps(a1, a3, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b3 = _mm256_shuffle_ps(a1, a3, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 b4 = _mm256_shuffle_ps(a4, a6, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b5 = _mm256_shuffle_ps(a4, a6, _MM_SHUFFLE(3, 2, 3, 2));
-  const __m256 b6 = _mm256_shuffle_ps(a5, a7, _MM_SHUFFLE(1, 0, 1, 0));
-  const __m256 b7 = _mm256_shuffle_ps(a5, a7, _MM_SHUFFLE(3, 2, 3, 2));
-  m[0] = _mm256_permute2f128_ps(b0, b4, 0x20);
-  m[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
-  m[2] = _mm256_permute2f128_ps(b2, b6, 0x20);
-  m[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
-  m[4] = _mm256_permute2f128_ps(b0, b4, 0x31);
-  m[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
-  m[6] = _mm256_permute2f128_ps(b2, b6, 0x31);
-  m[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
-}
-
 // One MR x (8 * NB) tile: c rows p.. p+MR, the panel's first 8 * NB channels, the last vector `last` wide.
 // The activation is a template constant: a lambda capturing the accumulators (with_act here) put them on
 // the stack, a store and a reload around every FMA; so did inlining the tile into its caller (ReLU6's).

@@ -92,6 +92,30 @@ inline __m256 load_n(const float* p, int64_t n) {
                                           _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_maskload_ps(p, mask);
 }
+
+// The 8x8 block m[r][0..8) transposed in registers: m[k] becomes {m[0][k], ..., m[7][k]}.
+inline void transpose8(__m256 (&m)[8]) {
+  const __m256 a0 = _mm256_unpacklo_ps(m[0], m[1]), a1 = _mm256_unpackhi_ps(m[0], m[1]);
+  const __m256 a2 = _mm256_unpacklo_ps(m[2], m[3]), a3 = _mm256_unpackhi_ps(m[2], m[3]);
+  const __m256 a4 = _mm256_unpacklo_ps(m[4], m[5]), a5 = _mm256_unpackhi_ps(m[4], m[5]);
+  const __m256 a6 = _mm256_unpacklo_ps(m[6], m[7]), a7 = _mm256_unpackhi_ps(m[6], m[7]);
+  const __m256 b0 = _mm256_shuffle_ps(a0, a2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 b1 = _mm256_shuffle_ps(a0, a2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 b2 = _mm256_shuffle_ps(a1, a3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 b3 = _mm256_shuffle_ps(a1, a3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 b4 = _mm256_shuffle_ps(a4, a6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 b5 = _mm256_shuffle_ps(a4, a6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 b6 = _mm256_shuffle_ps(a5, a7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 b7 = _mm256_shuffle_ps(a5, a7, _MM_SHUFFLE(3, 2, 3, 2));
+  m[0] = _mm256_permute2f128_ps(b0, b4, 0x20);
+  m[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+  m[2] = _mm256_permute2f128_ps(b2, b6, 0x20);
+  m[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+  m[4] = _mm256_permute2f128_ps(b0, b4, 0x31);
+  m[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+  m[6] = _mm256_permute2f128_ps(b2, b6, 0x31);
+  m[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
 #endif
 
 // Load n < size() elements, zero the rest.

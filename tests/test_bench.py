@@ -1,12 +1,14 @@
 """fastzoo bench end to end on a tiny size (no speed is asserted: speed lives in BENCHMARKS.md), and the
 analytic byte counts checked by hand for one block."""
+import gc
 import json
 import platform
+import weakref
 
 import pytest
 import torch
 
-from fastzoo.bench import analytic
+from fastzoo.bench import analytic, timing
 from fastzoo.bench.ops_bench import DW_SHAPES, SE_SHAPES, SHUFFLE_SHAPES
 from fastzoo.bench import main as bench_main
 from fastzoo.layers import MBConv
@@ -62,6 +64,28 @@ def test_bench_rejects_bad_arguments(capsys):
     assert "unknown model name 'no_such_model'" in capsys.readouterr().err
     assert bench_main(["--batch", "0"]) == 2
     assert "--batch expects positive integers" in capsys.readouterr().err
+
+
+def test_interleaved_times_without_garbage_collection():
+    """Timed calls run with the collector off (as timeit's do), every variant once per round; the collector is
+    back on afterwards and a reference cycle a call made is gone by then."""
+    class Node:
+        pass
+
+    seen, cycles = {"a": [], "b": []}, []
+
+    def call(name):
+        seen[name].append(gc.isenabled())
+        node = Node()
+        node.me = node
+        cycles.append(weakref.ref(node))
+
+    assert gc.isenabled()
+    samples = timing.interleaved({"a": lambda: call("a"), "b": lambda: call("b")}, rounds=5)
+    assert [len(samples["a"]), len(samples["b"])] == [5, 5] and all(t >= 0 for t in samples["a"] + samples["b"])
+    assert seen == {"a": [False] * 5, "b": [False] * 5}
+    assert gc.isenabled()
+    assert all(ref() is None for ref in cycles)
 
 
 def test_analytic_bytes_by_hand():

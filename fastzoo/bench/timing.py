@@ -26,6 +26,7 @@ def _gc_paused():
             gc.enable()
 
 
+@_gc_paused()
 def interleaved(variants, rounds=30, min_seconds=0.0, device="cpu", progress=None):
     """variants: {name: fn}; returns {name: [seconds per call]}. Runs at least `rounds` rounds and at
     least `min_seconds` in total. progress: optional callback(advance_by) for a progress bar."""
@@ -33,26 +34,25 @@ def interleaved(variants, rounds=30, min_seconds=0.0, device="cpu", progress=Non
     names = list(variants)
     start = time.perf_counter()
     r = 0
-    with _gc_paused():
-        while r < rounds or time.perf_counter() - start < min_seconds:
-            order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
-            for name in order:
-                fn = variants[name]
-                if device == "cuda":
-                    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    begin.record()
-                    fn()
-                    end.record()
-                    torch.cuda.synchronize()
-                    samples[name].append(begin.elapsed_time(end) / 1e3)
-                else:
-                    t0 = time.perf_counter()
-                    fn()
-                    samples[name].append(time.perf_counter() - t0)
-            r += 1
-            gc.collect(0)  # between rounds, untimed: the cycles a round made are freed
-            if progress:
-                progress(1)
+    while r < rounds or time.perf_counter() - start < min_seconds:
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate who goes first
+        for name in order:
+            fn = variants[name]
+            if device == "cuda":
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                fn()
+                end.record()
+                torch.cuda.synchronize()
+                samples[name].append(begin.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+        r += 1
+        gc.collect(0)  # between rounds, untimed: the cycles a round made are freed
+        if progress:
+            progress(1)
     return samples
 
 

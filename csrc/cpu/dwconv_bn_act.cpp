@@ -477,9 +477,11 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
   constexpr int64_t KK = K * K;
   const int64_t G = (g.C + 7) / 8, n = t / G, c0 = t % G * 8, cnt = std::min<int64_t>(8, g.C - c0);
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  // the next task's planes (contiguous), S input rows of each per output row: batch 32, 1152x7x7 k3 0.61x,
-  // 576x7x7 k5 0.92x, 384x14x14 k3 (prefetched at once, not spread) 0.81x (in-process A/Bs)
-  const float* next = g.x + (n * g.C + c0 + 8) * HW;
+  // the next task's planes (contiguous; after an image's last group, the next image's first), S input rows of
+  // each per output row: batch 32, 1152x7x7 k3 0.61x, 576x7x7 k5 0.92x, 384x14x14 k3 (prefetched at once, not
+  // spread) 0.81x (in-process A/Bs)
+  const int64_t next_plane = (t + 1) / G * g.C + (t + 1) % G * 8;
+  const float* next = g.x + next_plane * HW;
   const GroupScratch sl(g, KK);
   float *tx = buf, *ty = buf + sl.ty, *wk = buf + sl.wk;
   // Small output planes are staged in the scratch and copied out in one run: batch 32, 14x14 0.73-0.81x,
@@ -500,7 +502,7 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
     gather_lanes8(rows, g.W, tx + ((ih + g.pad) * g.pw + g.pad) * 8);
   }
   const __m256 vs = _mm256_load_ps(scg), vh = _mm256_load_ps(shg);
-  float* yn = g.y + (n * g.C + c0) * OHW;
+  float *yn = g.y + (n * g.C + c0) * OHW, *ynext = g.y + next_plane * OHW;
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     {
       const int64_t r0 = oh * S, r1 = oh + 1 == g.OH ? g.H : std::min(g.H, r0 + S);
@@ -509,7 +511,7 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
       // and, staged, the next task's output for writing: interleaved with eager calls, batch 32, 96x28x28 s2
       // 0.93x, 576x7x7 k5 0.95x; unstaged, the wide rows ran 1.06-1.14x slower with it
       if (stage)
-        for (int64_t o = oh * 8 * g.OW; o < (oh + 1) * 8 * g.OW; o += 16) __builtin_prefetch(yn + 8 * OHW + o, 1, 3);
+        for (int64_t o = oh * 8 * g.OW; o < (oh + 1) * 8 * g.OW; o += 16) __builtin_prefetch(ynext + o, 1, 3);
     }
     for (int64_t ow = 0; ow < g.OW; ow += PX)
       taps8_row<K, S, PX>(tx + (oh * S * g.pw + ow * S) * 8, g.pw, wk, vs, vh, g.act, ty + ow * 8);

@@ -141,3 +141,25 @@ def test_nchw_channel_groups(impl, k, stride):
         run_case(impl, 2, 21, 11, 9, k, stride, "relu", "nchw", padding=0)
         for act in ACTIVATIONS:
             run_case(impl, 1, 33, 7, 7, k, stride, act, "nchw")
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_nchw_rows512(impl, k):
+    """float32 NCHW at stride 1 through the CPU kernel's AVX-512 rows (where the CPU has AVX-512; the AVX2 paths
+    in test_avx2_fallback): rows 9-49 wide (16-wide vectors with the image's left edge, its right edge or both
+    inside them, a last vector of one lane), 1-10 rows (tiles of 4 rows reaching above and below the image, fewer
+    rows than the padding), a crop whose rows are not contiguous with each other, every activation."""
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the C++ CPU kernel's AVX-512 rows")
+    for w in (9, 12, 14, 16, 17, 20, 31, 32, 33, 49):
+        run_case(impl, 2, 3, 6, w, k, 1, "hardswish", "nchw")
+    for h in range(1, 11):
+        run_case(impl, 1, 5, h, 18, k, 1, "relu6", "nchw")
+    for act in ACTIVATIONS:
+        run_case(impl, 1, 4, 9, 14, k, 1, act, "nchw")
+    x = rand(2, 6, 12, 40)[:, 1:5, 2:11, 3:37]  # unit-stride rows, 40 floats apart
+    weight, (scale, shift) = rand(4, 1, k, k), bn_vectors(4)
+    poison("cpu", x.numel())
+    y = ops.dwconv_bn_act(x, weight, scale, shift, 1, -1, "silu")
+    check_close(y, oracle("dwconv_bn_act", x, weight, scale, shift, 1, -1, "silu"), torch.float32)
+    assert y.is_contiguous()

@@ -21,6 +21,7 @@
 
 #include "cpu_kernels.h"
 #include "fastzoo/cpu_vec.h"
+#include "vec512.h"
 
 namespace fastzoo {
 namespace cpu {
@@ -105,29 +106,7 @@ __attribute__((noinline)) void tile(const float* a, int64_t lda, const float* wp
 // FASTZOO_NO_AVX512 is not set): a row's 16 channels as one vector, 2^n by vscalefps. SiLU per element 1.6x
 // faster than the AVX2 exp_u20 and divide (a standalone microbenchmark, not kept: 2.9 vs 4.5-5.2 ns per 8
 // floats, one core); efficientnet_b0 at batch 1 0.95-0.96x (both paths toggled every 6 forwards in one
-// process). Compiled for AVX-512F on its own, called only where the CPU reports it.
-#define FZ_AVX512 __attribute__((target("avx,avx2,fma,f16c,avx512f")))
-
-// v * sigmoid(v) = v / (1 + exp(-v)). exp(-v) with v clamped to [-100, 87.34] (below -88.7 it is inf and the
-// result -0): -v = n ln2 + r, |r| <= ln2 / 2, 2^n by vscalefps, e^r by a degree-5 polynomial (Horner, fitted
-// for relative error: 1.8e-7 evaluated in float). A NaN v gives NaN through the division. 12 vector ops and
-// a divide per 16 floats: 0.25 ns per float against 0.30 for the degree-7 Cephes form (one core, a
-// standalone loop).
-FZ_AVX512 inline __m512 silu512(__m512 v) {
-  const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-100.f)), _mm512_set1_ps(87.33654475f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(vc, _mm512_set1_ps(-1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), vc);  // -vc - n ln2, ln2 in two parts
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(8.312525227665901e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1890114545822144e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6667114198207855e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99992311000824e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
-}
-
+// process). silu512 and FZ_AVX512: vec512.h.
 // c = silu(acc * sc + sh (+ r)) for the tile's MR rows of the panel's 8 + last channels, a row per zmm.
 template <int MR>
 FZ_AVX512 __attribute__((always_inline)) inline void silu512_epilogue(const __m512 (&acc)[MR], float* c,

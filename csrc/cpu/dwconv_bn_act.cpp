@@ -6,8 +6,8 @@
 //     loaded once per kernel row for all the block's pixels), the rest in register blocks of 4 pixels x 2
 //     vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row);
 //     optional per-channel output sums (mbconv's SE).
-//   NCHW output, float32, stride 1, K 3/5, rows of 9 or more pixels, where the CPU has AVX-512: output rows as
-//     16-wide vectors straight from x (dwconv_nchw512.cpp);
+//   NCHW output, float32 with unit-stride rows, K 3/5 at stride 1 and K 3 at stride 2, output rows of 9 or more
+//     pixels, where the CPU has AVX-512: output rows as 16-wide vectors straight from x (dwconv_nchw512.cpp);
 //   NCHW output, float32 contiguous input, K 3/5/7: eight channels of an image at a time turned channels_last
 //     in a zero-padded scratch (8x8 transposes), a channel per lane and an accumulator per output pixel, and
 //     turned back (dw_nchw_use_groups says where this beats the next path);
@@ -886,7 +886,8 @@ bool dw_fast(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
   const bool nchw_out = out.is_contiguous();
   if (!cl && (sums != nullptr || !nchw_out)) return false;
   if (!cl && dw_nchw_rows512_applies(x, K, stride, pad)) {
-    dw_nchw_rows512(x, weight, scale_acc.const_data_ptr<float>(), shift_acc.const_data_ptr<float>(), act, out);
+    dw_nchw_rows512(x, weight, scale_acc.const_data_ptr<float>(), shift_acc.const_data_ptr<float>(), stride, act,
+                    out);
     return true;
   }
   const bool groups = !cl && dw_nchw_use_groups(x, s);

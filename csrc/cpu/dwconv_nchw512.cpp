@@ -1,10 +1,11 @@
-// dwconv_bn_act, NCHW float32 at stride 1, padding K//2, K 3 or 5, in AVX-512 (where the CPU has it): a plane at
-// a time, each output row as 16-wide vectors read straight from x. A tile of R output rows x one vector loads
-// each of its input rows once per kernel column (a shifted unaligned load) and uses it for every output row of
-// the tile it reaches; vectors at the image's left or right edge load with a mask (lanes outside the image
-// read zeros and are not read at all, so nothing before or past x is touched), rows above or below it are
-// skipped. No scratch, no padding copy, no transposes: one thread, a standalone microbenchmark (not kept),
-// 144x56x56 k3 145 us against 300 for the op in a loop, 88x28x28 k3 21 against 40, 384x14x14 k3 26 against 82.
+// dwconv_bn_act, NCHW float32 with padding K//2 at stride 1 (K 3 or 5) or 2 (K 3), in AVX-512 (where the CPU has
+// it): a plane at a time, each output row as 16-wide vectors read straight from x. A tile of R output rows x one
+// vector builds each of its input rows' vectors once per kernel column (a shifted unaligned load; at stride 2 the
+// even floats of two, by a permute) and uses it for every output row of the tile it reaches; vectors at the
+// image's left or right edge load with a mask (lanes outside the image read zeros and are not read at all, so
+// nothing before or past x is touched), rows above or below it are skipped. No scratch, no padding copy, no
+// transposes: one thread, stride 1, a standalone microbenchmark (not kept), 144x56x56 k3 145 us against 300 for
+// the op in a loop, 88x28x28 k3 21 against 40, 384x14x14 k3 26 against 82.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -25,61 +26,94 @@ namespace {
 
 constexpr int kRows = 4;  // output rows per tile: 4 accumulators, and with K 5 its 25 weight vectors, in registers
 
-// The loads of one 16-column vector of the plane: masked where its taps reach past the image's left or right
-// edge (mk[kw]: the lanes whose input column is inside), and the output lanes inside the image (om).
-template <int K>
+// A plane's geometry: input rows ldx floats apart, output dense (OH x OW).
+struct Plane {
+  int64_t ldx, H, W, OH, OW;
+};
+
+// The loads of one 16-wide vector of output columns from c0: masked where its taps reach past the image's left
+// or right edge (mk[kw][j]: the lanes of the j-th of the S loads of kernel column kw whose input column is
+// inside), and the output lanes inside the image (om).
+template <int K, int S>
 struct Column {
   int64_t c0;
   bool masked;
-  __mmask16 mk[K];
+  __mmask16 mk[K][S];
   __mmask16 om;
 };
 
-template <int K>
-std::vector<Column<K>> columns(int64_t W) {
+// lanes l of [0, 16) with lo <= l < hi
+inline __mmask16 lanes(int64_t lo, int64_t hi) {
+  lo = std::clamp<int64_t>(lo, 0, 16), hi = std::clamp<int64_t>(hi, 0, 16);
+  return hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+}
+
+template <int K, int S>
+std::vector<Column<K, S>> columns(const Plane& p) {
   constexpr int64_t pad = K / 2;
-  std::vector<Column<K>> out;
-  for (int64_t c0 = 0; c0 < W; c0 += 16) {
-    Column<K> c{c0, false, {}, static_cast<__mmask16>((1u << std::min<int64_t>(16, W - c0)) - 1)};
-    for (int64_t kw = 0; kw < K; ++kw) {  // lanes l with 0 <= c0 + l + kw - pad < W
-      const int64_t lo = std::clamp<int64_t>(pad - kw - c0, 0, 16), hi = std::clamp<int64_t>(W - c0 - kw + pad, 0, 16);
-      c.mk[kw] = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
-      c.masked |= c.mk[kw] != 0xFFFF;
-    }
+  std::vector<Column<K, S>> out;
+  for (int64_t c0 = 0; c0 < p.OW; c0 += 16) {
+    Column<K, S> c{c0, false, {}, lanes(0, p.OW - c0)};
+    for (int64_t kw = 0; kw < K; ++kw)
+      for (int64_t j = 0; j < S; ++j) {  // load j reads input columns S * c0 + kw - pad + 16 j + l
+        const int64_t first = S * c0 + kw - pad + 16 * j;
+        c.mk[kw][j] = lanes(-first, p.W - first);
+        c.masked |= c.mk[kw][j] != 0xFFFF;
+      }
     c.masked |= c.om != 0xFFFF;
     out.push_back(c);
   }
   return out;
 }
 
-// Output rows [oh0, oh0 + R) of column c: act(taps * vs + vh). EDGE: the tile's input rows may lie above or
-// below the image (skipped) and its output rows past the last (not stored).
-template <int K, int R, bool MASKED, bool EDGE, Act A>
-FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, int64_t ldx, int64_t H, int64_t W,
-                                                          const __m512 (&wv)[K * K], __m512 vs, __m512 vh, float* y,
-                                                          int64_t oh0, const Column<K>& c) {
+// Load j of kernel column kw: input columns S * c0 + kw - pad + 16 j on (row: the first of them for kw 0).
+template <int K, int S, bool MASKED>
+FZ_AVX512 __attribute__((always_inline)) inline __m512 tap_load(const float* row, int kw, int j,
+                                                                const Column<K, S>& c) {
+  return MASKED ? _mm512_maskz_loadu_ps(c.mk[kw][j], row + kw + 16 * j) : _mm512_loadu_ps(row + kw + 16 * j);
+}
+
+// The input vector of kernel column kw for the 16 output columns of c: at stride 2, the even floats of two loads.
+template <int K, int S, bool MASKED>
+FZ_AVX512 __attribute__((always_inline)) inline __m512 tap_vector(const float* row, int kw, const Column<K, S>& c) {
+  if constexpr (S == 1) {
+    return tap_load<K, S, MASKED>(row, kw, 0, c);
+  } else {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(tap_load<K, S, MASKED>(row, kw, 0, c), even, tap_load<K, S, MASKED>(row, kw, 1, c));
+  }
+}
+
+// Output rows [oh0, oh0 + R) of column c: act(taps * vs + vh). Each input row's vector of kernel column kw is
+// built once and used by every output row of the tile it reaches (input row S * oh0 - pad + r is kernel row
+// r - S * i of output row oh0 + i). EDGE: the tile's input rows may lie above or below the image (skipped) and
+// its output rows past the last (not stored).
+template <int K, int S, int R, bool MASKED, bool EDGE, Act A>
+FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const Plane& p, const __m512 (&wv)[K * K],
+                                                          __m512 vs, __m512 vh, float* y, int64_t oh0,
+                                                          const Column<K, S>& c) {
   constexpr int pad = K / 2;
   __m512 acc[R];
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
 #pragma GCC unroll 16
-  for (int r = 0; r < R + K - 1; ++r) {
-    const int64_t ih = oh0 + r - pad;
-    if (EDGE && (ih < 0 || ih >= H)) continue;
-    const float* row = x + ih * ldx + c.c0 - pad;
+  for (int r = 0; r < S * (R - 1) + K; ++r) {
+    const int64_t ih = S * oh0 + r - pad;
+    if (EDGE && (ih < 0 || ih >= p.H)) continue;
+    const float* row = x + ih * p.ldx + S * c.c0 - pad;
 #pragma GCC unroll 7
     for (int kw = 0; kw < K; ++kw) {
-      const __m512 v = MASKED ? _mm512_maskz_loadu_ps(c.mk[kw], row + kw) : _mm512_loadu_ps(row + kw);
+      const __m512 v = tap_vector<K, S, MASKED>(row, kw, c);
 #pragma GCC unroll 8
       for (int i = 0; i < R; ++i)
-        if (r - i >= 0 && r - i < K) acc[i] = _mm512_fmadd_ps(v, wv[(r - i) * K + kw], acc[i]);
+        if (r - S * i >= 0 && r - S * i < K) acc[i] = _mm512_fmadd_ps(v, wv[(r - S * i) * K + kw], acc[i]);
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
-    if (EDGE && oh0 + i >= H) break;
+    if (EDGE && oh0 + i >= p.OH) break;
     const __m512 o = vact512<A>(_mm512_fmadd_ps(acc[i], vs, vh));
-    float* d = y + (oh0 + i) * W + c.c0;
+    float* d = y + (oh0 + i) * p.OW + c.c0;
     if (MASKED) _mm512_mask_storeu_ps(d, c.om, o);
     else _mm512_storeu_ps(d, o);
   }
@@ -88,50 +122,50 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, int64_
 // The tiles of output rows [oh, oh + R) across the plane's columns, one after the other while their input rows
 // are in cache (column by column down the whole plane, 144x56x56 k3 at batch 32 ran 1.18x slower than the
 // channel groups).
-template <int K, bool EDGE, Act A>
-FZ_AVX512 __attribute__((always_inline)) inline void row_of_tiles(const float* x, int64_t ldx, int64_t H, int64_t W,
+template <int K, int S, bool EDGE, Act A>
+FZ_AVX512 __attribute__((always_inline)) inline void row_of_tiles(const float* x, const Plane& p,
                                                                   const __m512 (&wv)[K * K], __m512 vs, __m512 vh,
-                                                                  float* y, int64_t oh, const Column<K>* cols,
+                                                                  float* y, int64_t oh, const Column<K, S>* cols,
                                                                   int64_t ncols) {
   for (int64_t b = 0; b < ncols; ++b) {
-    if (cols[b].masked) tile<K, kRows, true, EDGE, A>(x, ldx, H, W, wv, vs, vh, y, oh, cols[b]);
-    else tile<K, kRows, false, EDGE, A>(x, ldx, H, W, wv, vs, vh, y, oh, cols[b]);
+    if (cols[b].masked) tile<K, S, kRows, true, EDGE, A>(x, p, wv, vs, vh, y, oh, cols[b]);
+    else tile<K, S, kRows, false, EDGE, A>(x, p, wv, vs, vh, y, oh, cols[b]);
   }
 }
 
-// One plane: x (rows ldx apart) into y (dense H x W), weights w (K*K), BN scale and shift sc, sh. The tiles
-// whose input rows all lie inside the image run without the row checks.
-template <int K, Act A>
-FZ_AVX512 __attribute__((noinline)) void plane(const float* x, int64_t ldx, int64_t H, int64_t W, const float* w,
-                                               float sc, float sh, float* y, const Column<K>* cols, int64_t ncols) {
+// One plane: x into y, weights w (K*K), BN scale and shift sc, sh. The tiles whose input rows all lie inside the
+// image run without the row checks.
+template <int K, int S, Act A>
+FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, const float* w, float sc, float sh,
+                                               float* y, const Column<K, S>* cols, int64_t ncols) {
   constexpr int64_t pad = K / 2, R = kRows;
-  static_assert(R >= pad, "the second tile's input rows start inside the image");
+  static_assert(S * R >= pad, "the second tile's input rows start inside the image");
   __m512 wv[K * K];
 #pragma GCC unroll 49
   for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(w[t]);
   const __m512 vs = _mm512_set1_ps(sc), vh = _mm512_set1_ps(sh);
-  row_of_tiles<K, true, A>(x, ldx, H, W, wv, vs, vh, y, 0, cols, ncols);
+  row_of_tiles<K, S, true, A>(x, p, wv, vs, vh, y, 0, cols, ncols);
   int64_t oh = R;
-  for (; oh + R + pad <= H; oh += R) row_of_tiles<K, false, A>(x, ldx, H, W, wv, vs, vh, y, oh, cols, ncols);
-  for (; oh < H; oh += R) row_of_tiles<K, true, A>(x, ldx, H, W, wv, vs, vh, y, oh, cols, ncols);
+  for (; S * (oh + R - 1) + pad < p.H; oh += R) row_of_tiles<K, S, false, A>(x, p, wv, vs, vh, y, oh, cols, ncols);
+  for (; oh < p.OH; oh += R) row_of_tiles<K, S, true, A>(x, p, wv, vs, vh, y, oh, cols, ncols);
 }
 
-template <int K>
+template <int K, int S>
 void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, const float* sh, float* y, int64_t N,
-                int64_t C, int64_t H, int64_t W, Act act) {
+                int64_t C, const Plane& p, Act act) {
   constexpr int64_t KK = K * K;
-  const std::vector<Column<K>> cols = columns<K>(W);
-  const int64_t NC = N * C, HW = H * W;
+  const std::vector<Column<K, S>> cols = columns<K, S>(p);
+  const int64_t NC = N * C, OHW = p.OH * p.OW;
   // runs of planes of at least ~64K multiply-adds, about eight runs per thread (work stealing: parallel_tasks)
-  const int64_t grain = std::max<int64_t>(1, 65536 / (HW * KK)), threads = at::get_num_threads();
+  const int64_t grain = std::max<int64_t>(1, 65536 / (OHW * KK)), threads = at::get_num_threads();
   const int64_t per = std::max(grain, (NC + 8 * threads - 1) / (8 * threads));
   with_act(act, [&](auto A) {
     parallel_tasks((NC + per - 1) / per, [&] {
       return [&](int64_t t) {
         for (int64_t i = t * per, e = std::min(NC, (t + 1) * per); i < e; ++i) {
           const int64_t n = i / C, c = i % C;
-          plane<K, decltype(A)::value>(x + n * xs.n + c * xs.c, xs.h, H, W, w + c * KK, sc[c], sh[c], y + i * HW,
-                                       cols.data(), static_cast<int64_t>(cols.size()));
+          plane<K, S, decltype(A)::value>(x + n * xs.n + c * xs.c, p, w + c * KK, sc[c], sh[c], y + i * OHW,
+                                          cols.data(), static_cast<int64_t>(cols.size()));
         }
       };
     });
@@ -140,25 +174,29 @@ void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, co
 
 }  // namespace
 
-// Against the channel groups and planes, in-process A/Bs, 2 threads, each call after an eager one, 19 shapes
-// of rows 8-112 wide: batch 1 0.58-0.95x on rows of 9 or more; batch 32 0.59-0.90x (8x8 planes 1.13x); 7x7
-// planes 1.0-1.3x slower at both (a row fills 7 of 16 lanes), so those stay on the channel groups.
+// Against the channel groups and planes, in-process A/Bs, 2 threads, each call after an eager one, at stride 1 (19
+// shapes of rows 8-112 wide): batch 1 0.58-0.95x on rows of 9 or more, batch 32 0.59-0.90x (8x8 planes 1.13x);
+// 7x7 planes 1.0-1.3x slower at both (a row fills 7 of 16 lanes), so those stay on the channel groups. At
+// stride 2, K 3 (7 shapes): batch 1 0.70-0.90x, batch 32 0.68-0.98x; K 5 batch 1 1.04-1.08x slower (batch 32
+// 0.86-0.95x), so not K 5.
 bool dw_nchw_rows512_applies(const at::Tensor& x, int64_t K, int64_t stride, int64_t pad) {
-  return x.scalar_type() == at::kFloat && stride == 1 && (K == 3 || K == 5) && pad == K / 2 && x.size(3) > 8 &&
-         x.stride(3) == 1 && cpu_has_avx512f();
+  return x.scalar_type() == at::kFloat && (stride == 1 || (stride == 2 && K == 3)) && (K == 3 || K == 5) &&
+         pad == K / 2 && (x.size(3) - 1) / stride + 1 > 8 && x.stride(3) == 1 && cpu_has_avx512f();
 }
 
-void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float* sc, const float* sh, Act act,
-                     at::Tensor& out) {
+void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float* sc, const float* sh, int64_t stride,
+                     Act act, at::Tensor& out) {
   const at::Tensor w = weight.contiguous();
   const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), 1};
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  auto run = weight.size(3) == 3 ? run_planes<3> : run_planes<5>;
-  run(x.const_data_ptr<float>(), xs, w.const_data_ptr<float>(), sc, sh, out.data_ptr<float>(), N, C, H, W, act);
+  const Plane p{x.stride(2), x.size(2), x.size(3), out.size(2), out.size(3)};
+  const int64_t K = weight.size(3);
+  auto run = K == 5 ? run_planes<5, 1> : stride == 1 ? run_planes<3, 1> : run_planes<3, 2>;
+  run(x.const_data_ptr<float>(), xs, w.const_data_ptr<float>(), sc, sh, out.data_ptr<float>(), x.size(0), x.size(1),
+      p, act);
 }
 #else
 bool dw_nchw_rows512_applies(const at::Tensor&, int64_t, int64_t, int64_t) { return false; }
-void dw_nchw_rows512(const at::Tensor&, const at::Tensor&, const float*, const float*, Act, at::Tensor&) {
+void dw_nchw_rows512(const at::Tensor&, const at::Tensor&, const float*, const float*, int64_t, Act, at::Tensor&) {
   TORCH_CHECK(false, "dw_nchw_rows512: built without AVX-512");
 }
 #endif

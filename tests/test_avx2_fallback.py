@@ -13,7 +13,7 @@ import fastzoo
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = ["test_pwconv_bn_act.py::test_packed_gemm_shapes", "test_pwconv_bn_act.py::test_silu_epilogue_special_values",
          "test_dwconv_bn_act.py::test_activations", "test_dwconv_bn_act.py::test_nan_propagates",
-         "test_dwconv_bn_act.py::test_nchw_rows512",
+         "test_dwconv_bn_act.py::test_nchw_rows512", "test_dwconv_bn_act.py::test_nchw_row_pairs",
          "test_mbconv.py::test_mbconv_strips", "test_mbconv.py::test_fused_mbconv_few_input_channels"]
 
 

@@ -166,3 +166,21 @@ def test_nchw_rows512(impl, k, stride):
     y = ops.dwconv_bn_act(x, weight, scale, shift, stride, -1, "silu")
     check_close(y, oracle("dwconv_bn_act", x, weight, scale, shift, stride, -1, "silu"), torch.float32)
     assert y.is_contiguous()
+
+
+def test_nchw_row_pairs(impl):
+    """float32 NCHW planes 6-8 wide and 1-8 high at stride 1, K 3, through the CPU kernel's AVX-512 row pairs (two
+    rows per vector, each lane masked by its own row and column; where the CPU has AVX-512): every such plane, a
+    channel slice (planes apart, rows contiguous), every activation."""
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the C++ CPU kernel's AVX-512 row pairs")
+    for w in (6, 7, 8):
+        for h in range(1, 9):
+            run_case(impl, 2, 3, h, w, 3, 1, "hardswish", "nchw")
+    for act in ACTIVATIONS:
+        run_case(impl, 1, 5, 7, 7, 3, 1, act, "nchw")
+    x = rand(2, 10, 7, 7)[:, ::2]
+    weight, (scale, shift) = rand(5, 1, 3, 3), bn_vectors(5)
+    poison("cpu", x.numel())
+    y = ops.dwconv_bn_act(x, weight, scale, shift, 1, -1, "relu")
+    check_close(y, oracle("dwconv_bn_act", x, weight, scale, shift, 1, -1, "relu"), torch.float32)

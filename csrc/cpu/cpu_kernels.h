@@ -152,8 +152,8 @@ bool cpu_has_avx512f();
 void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums);
 
 // dwconv_bn_act of NCHW float32 x (unit-stride rows) into dense NCHW out in AVX-512, padding K//2, K 3 or 5 at
-// stride 1, K 3 at stride 2 (dwconv_nchw512.cpp); sc and sh the BN scale and shift. Only where
-// dw_nchw_rows512_applies.
+// stride 1, K 3 at stride 2, output rows of 9 or more pixels or K 3 planes up to 8x8 (dwconv_nchw512.cpp); sc and
+// sh the BN scale and shift. Only where dw_nchw_rows512_applies.
 bool dw_nchw_rows512_applies(const at::Tensor& x, int64_t K, int64_t stride, int64_t pad);
 void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float* sc, const float* sh, int64_t stride,
                      Act act, at::Tensor& out);

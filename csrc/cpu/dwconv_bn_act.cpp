@@ -7,7 +7,8 @@
 //     vectors (each weight vector loaded once for 4 pixels; taps outside the image read a zero row);
 //     optional per-channel output sums (mbconv's SE).
 //   NCHW output, float32 with unit-stride rows, K 3/5 at stride 1 and K 3 at stride 2, output rows of 9 or more
-//     pixels, where the CPU has AVX-512: output rows as 16-wide vectors straight from x (dwconv_nchw512.cpp);
+//     pixels (and K 3 planes up to 8x8, two rows per vector), where the CPU has AVX-512: output rows as 16-wide
+//     vectors straight from x (dwconv_nchw512.cpp);
 //   NCHW output, float32 contiguous input, K 3/5/7: eight channels of an image at a time turned channels_last
 //     in a zero-padded scratch (8x8 transposes), a channel per lane and an accumulator per output pixel, and
 //     turned back (dw_nchw_use_groups says where this beats the next path);

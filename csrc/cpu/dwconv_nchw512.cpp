@@ -5,11 +5,13 @@
 // image's left or right edge load with a mask (lanes outside the image read zeros and are not read at all, so
 // nothing before or past x is touched), rows above or below it are skipped. No scratch, no padding copy, no
 // transposes: one thread, stride 1, a standalone microbenchmark (not kept), 144x56x56 k3 145 us against 300 for
-// the op in a loop, 88x28x28 k3 21 against 40, 384x14x14 k3 26 against 82.
+// the op in a loop, 88x28x28 k3 21 against 40, 384x14x14 k3 26 against 82. Planes up to 8x8 at K 3: two rows
+// per vector (row_pairs).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -172,16 +174,82 @@ void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, co
   });
 }
 
+// Small planes, rows 6-8 wide and at most 8 of them, stride 1, K 3: two rows per vector (one 7-wide row filled 7
+// of 16 lanes). The rows of a plane are contiguous, so one load at input row s covers rows s and s + 1, each lane
+// of it masked by its own column and row (ms[r][kw], r = s + pad): every load is used by each of the plane's NV
+// output vectors it reaches (kernel row s + pad - 2 j of vector j). Against the channel groups (in-process A/Bs,
+// 2 threads): K 3 batch 1 0.79-0.90x, batch 32 0.66-0.84x (7x7, 8x8, 6x6 planes); K 5 1.00-1.09x, so not K 5.
+template <int K, int NV, Act A>
+FZ_AVX512 __attribute__((noinline)) void row_pairs(const float* x, int64_t W, const float* w, float sc, float sh,
+                                                   float* y, const __mmask16* ms, const __mmask16* om) {
+  constexpr int pad = K / 2, NS = 2 * (NV - 1) + K;
+  __m512 wv[K * K], acc[NV];
+#pragma GCC unroll 49
+  for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(w[t]);
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) acc[j] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int r = 0; r < NS; ++r)
+#pragma GCC unroll 5
+    for (int kw = 0; kw < K; ++kw) {
+      const __m512 v = _mm512_maskz_loadu_ps(ms[r * K + kw], x + (r - pad) * W + kw - pad);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j)
+        if (r - 2 * j >= 0 && r - 2 * j < K) acc[j] = _mm512_fmadd_ps(v, wv[(r - 2 * j) * K + kw], acc[j]);
+    }
+  const __m512 vs = _mm512_set1_ps(sc), vh = _mm512_set1_ps(sh);
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j)
+    _mm512_mask_storeu_ps(y + 2 * j * W, om[j], vact512<A>(_mm512_fmadd_ps(acc[j], vs, vh)));
+}
+
+template <int K, int NV>
+void run_row_pairs(const float* x, Strides4 xs, const float* w, const float* sc, const float* sh, float* y, int64_t N,
+                   int64_t C, int64_t H, int64_t W, Act act) {
+  constexpr int64_t KK = K * K, pad = K / 2, NS = 2 * (NV - 1) + K;
+  __mmask16 ms[NS * K], om[NV];
+  for (int64_t r = 0; r < NS; ++r)
+    for (int64_t kw = 0; kw < K; ++kw) {
+      unsigned m = 0;
+      for (int64_t l = 0; l < 2 * W; ++l) {
+        const int64_t ih = r - pad + l / W, iw = l % W + kw - pad;
+        if (ih >= 0 && ih < H && iw >= 0 && iw < W) m |= 1u << l;
+      }
+      ms[r * K + kw] = static_cast<__mmask16>(m);
+    }
+  for (int64_t j = 0; j < NV; ++j) om[j] = lanes(0, std::min<int64_t>(2 * W, (H - 2 * j) * W));
+  const int64_t NC = N * C, HW = H * W, threads = at::get_num_threads();
+  const int64_t per = std::max(std::max<int64_t>(1, 65536 / (HW * KK)), (NC + 8 * threads - 1) / (8 * threads));
+  with_act(act, [&](auto A) {
+    parallel_tasks((NC + per - 1) / per, [&] {
+      return [&](int64_t t) {
+        for (int64_t i = t * per, e = std::min(NC, (t + 1) * per); i < e; ++i) {
+          const int64_t n = i / C, c = i % C;
+          row_pairs<K, NV, decltype(A)::value>(x + n * xs.n + c * xs.c, W, w + c * KK, sc[c], sh[c], y + i * HW, ms,
+                                               om);
+        }
+      };
+    });
+  });
+}
+
 }  // namespace
+
+// row_pairs: K 3 on planes of rows 6-8 wide, at most 8 rows, contiguous.
+inline bool row_pairs_apply(const at::Tensor& x, int64_t K, int64_t stride) {
+  const int64_t H = x.size(2), W = x.size(3);
+  return K == 3 && stride == 1 && W >= 6 && W <= 8 && H <= 8 && x.stride(2) == W;
+}
 
 // Against the channel groups and planes, in-process A/Bs, 2 threads, each call after an eager one, at stride 1 (19
 // shapes of rows 8-112 wide): batch 1 0.58-0.95x on rows of 9 or more, batch 32 0.59-0.90x (8x8 planes 1.13x);
-// 7x7 planes 1.0-1.3x slower at both (a row fills 7 of 16 lanes), so those stay on the channel groups. At
-// stride 2, K 3 (7 shapes): batch 1 0.70-0.90x, batch 32 0.68-0.98x; K 5 batch 1 1.04-1.08x slower (batch 32
-// 0.86-0.95x), so not K 5.
+// 7x7 planes 1.0-1.3x slower at both (a row fills 7 of 16 lanes): those go to row_pairs (K 3) or stay on the
+// channel groups (K 5). At stride 2, K 3 (7 shapes): batch 1 0.70-0.90x, batch 32 0.68-0.98x; K 5 batch 1
+// 1.04-1.08x slower (batch 32 0.86-0.95x), so not K 5.
 bool dw_nchw_rows512_applies(const at::Tensor& x, int64_t K, int64_t stride, int64_t pad) {
   return x.scalar_type() == at::kFloat && (stride == 1 || (stride == 2 && K == 3)) && (K == 3 || K == 5) &&
-         pad == K / 2 && (x.size(3) - 1) / stride + 1 > 8 && x.stride(3) == 1 && cpu_has_avx512f();
+         pad == K / 2 && ((x.size(3) - 1) / stride + 1 > 8 || row_pairs_apply(x, K, stride)) && x.stride(3) == 1 &&
+         cpu_has_avx512f();
 }
 
 void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float* sc, const float* sh, int64_t stride,
@@ -190,6 +258,12 @@ void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float*
   const Strides4 xs{x.stride(0), x.stride(1), x.stride(2), 1};
   const Plane p{x.stride(2), x.size(2), x.size(3), out.size(2), out.size(3)};
   const int64_t K = weight.size(3);
+  if (row_pairs_apply(x, K, stride)) {
+    const auto run = std::array{run_row_pairs<3, 1>, run_row_pairs<3, 2>, run_row_pairs<3, 3>, run_row_pairs<3, 4>};
+    run[(x.size(2) + 1) / 2 - 1](x.const_data_ptr<float>(), xs, w.const_data_ptr<float>(), sc, sh,
+                                 out.data_ptr<float>(), x.size(0), x.size(1), x.size(2), x.size(3), act);
+    return;
+  }
   auto run = K == 5 ? run_planes<5, 1> : stride == 1 ? run_planes<3, 1> : run_planes<3, 2>;
   run(x.const_data_ptr<float>(), xs, w.const_data_ptr<float>(), sc, sh, out.data_ptr<float>(), x.size(0), x.size(1),
       p, act);

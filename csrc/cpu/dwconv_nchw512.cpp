@@ -152,25 +152,30 @@ FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, c
   for (; oh < p.OH; oh += R) row_of_tiles<K, S, true, A>(x, p, wv, vs, vh, y, oh, cols, ncols);
 }
 
-template <int K, int S>
-void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, const float* sh, float* y, int64_t N,
-                int64_t C, const Plane& p, Act act) {
-  constexpr int64_t KK = K * K;
-  const std::vector<Column<K, S>> cols = columns<K, S>(p);
-  const int64_t NC = N * C, OHW = p.OH * p.OW;
-  // runs of planes of at least ~64K multiply-adds, about eight runs per thread (work stealing: parallel_tasks)
-  const int64_t grain = std::max<int64_t>(1, 65536 / (OHW * KK)), threads = at::get_num_threads();
-  const int64_t per = std::max(grain, (NC + 8 * threads - 1) / (8 * threads));
+// f(i, n, c) for each plane i = n * C + c of the N * C, with the activation a template constant (f's first
+// argument): runs of planes of at least ~64K multiply-adds (plane_fmas each), about eight runs per thread, taken
+// with work stealing (parallel_tasks).
+template <typename F>
+void for_each_plane(int64_t N, int64_t C, int64_t plane_fmas, Act act, const F& f) {
+  const int64_t NC = N * C, threads = at::get_num_threads();
+  const int64_t per = std::max(std::max<int64_t>(1, 65536 / plane_fmas), (NC + 8 * threads - 1) / (8 * threads));
   with_act(act, [&](auto A) {
     parallel_tasks((NC + per - 1) / per, [&] {
       return [&](int64_t t) {
-        for (int64_t i = t * per, e = std::min(NC, (t + 1) * per); i < e; ++i) {
-          const int64_t n = i / C, c = i % C;
-          plane<K, S, decltype(A)::value>(x + n * xs.n + c * xs.c, p, w + c * KK, sc[c], sh[c], y + i * OHW,
-                                          cols.data(), static_cast<int64_t>(cols.size()));
-        }
+        for (int64_t i = t * per, e = std::min(NC, (t + 1) * per); i < e; ++i) f(A, i, i / C, i % C);
       };
     });
+  });
+}
+
+template <int K, int S>
+void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, const float* sh, float* y, int64_t N,
+                int64_t C, const Plane& p, Act act) {
+  const std::vector<Column<K, S>> cols = columns<K, S>(p);
+  const int64_t OHW = p.OH * p.OW;
+  for_each_plane(N, C, OHW * K * K, act, [&](auto A, int64_t i, int64_t n, int64_t c) {
+    plane<K, S, decltype(A)::value>(x + n * xs.n + c * xs.c, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(),
+                                    static_cast<int64_t>(cols.size()));
   });
 }
 
@@ -206,7 +211,7 @@ FZ_AVX512 __attribute__((noinline)) void row_pairs(const float* x, int64_t W, co
 template <int K, int NV>
 void run_row_pairs(const float* x, Strides4 xs, const float* w, const float* sc, const float* sh, float* y, int64_t N,
                    int64_t C, int64_t H, int64_t W, Act act) {
-  constexpr int64_t KK = K * K, pad = K / 2, NS = 2 * (NV - 1) + K;
+  constexpr int64_t pad = K / 2, NS = 2 * (NV - 1) + K;
   __mmask16 ms[NS * K], om[NV];
   for (int64_t r = 0; r < NS; ++r)
     for (int64_t kw = 0; kw < K; ++kw) {
@@ -218,18 +223,9 @@ void run_row_pairs(const float* x, Strides4 xs, const float* w, const float* sc,
       ms[r * K + kw] = static_cast<__mmask16>(m);
     }
   for (int64_t j = 0; j < NV; ++j) om[j] = lanes(0, std::min<int64_t>(2 * W, (H - 2 * j) * W));
-  const int64_t NC = N * C, HW = H * W, threads = at::get_num_threads();
-  const int64_t per = std::max(std::max<int64_t>(1, 65536 / (HW * KK)), (NC + 8 * threads - 1) / (8 * threads));
-  with_act(act, [&](auto A) {
-    parallel_tasks((NC + per - 1) / per, [&] {
-      return [&](int64_t t) {
-        for (int64_t i = t * per, e = std::min(NC, (t + 1) * per); i < e; ++i) {
-          const int64_t n = i / C, c = i % C;
-          row_pairs<K, NV, decltype(A)::value>(x + n * xs.n + c * xs.c, W, w + c * KK, sc[c], sh[c], y + i * HW, ms,
-                                               om);
-        }
-      };
-    });
+  for_each_plane(N, C, H * W * K * K, act, [&](auto A, int64_t i, int64_t n, int64_t c) {
+    row_pairs<K, NV, decltype(A)::value>(x + n * xs.n + c * xs.c, W, w + c * K * K, sc[c], sh[c], y + i * H * W, ms,
+                                         om);
   });
 }
 

@@ -240,13 +240,13 @@ void run_row_pairs(const float* x, Strides4 xs, const float* w, const float* sc,
   });
 }
 
-}  // namespace
-
 // row_pairs: K 3 on planes of rows 6-8 wide, at most 8 rows, contiguous.
-inline bool row_pairs_apply(const at::Tensor& x, int64_t K, int64_t stride) {
+bool row_pairs_apply(const at::Tensor& x, int64_t K, int64_t stride) {
   const int64_t H = x.size(2), W = x.size(3);
   return K == 3 && stride == 1 && W >= 6 && W <= 8 && H <= 8 && x.stride(2) == W;
 }
+
+}  // namespace
 
 // Against the channel groups and planes, in-process A/Bs, 2 threads, each call after an eager one, at stride 1 (19
 // shapes of rows 8-112 wide): batch 1 0.58-0.95x on rows of 9 or more, batch 32 0.59-0.90x (8x8 planes 1.13x);

@@ -147,20 +147,22 @@ def test_nchw_channel_groups(impl, k, stride):
 def test_nchw_rows512(impl, k, stride):
     """float32 NCHW through the CPU kernel's AVX-512 rows (where the CPU has AVX-512; the AVX2 paths in
     test_avx2_fallback): output rows 9-49 wide (16-wide vectors with the image's left edge, its right edge or both
-    inside them, a last vector of one lane; at stride 2 the second load of each vector past the row or not), 1-10
-    output rows (tiles of 4 rows reaching above and below the image, fewer rows than the padding), a crop whose
-    rows are not contiguous with each other, every activation."""
+    inside them, a last vector of one lane; at stride 2 the second load of each vector past the row or not), 1-24
+    output rows (tiles of 7 rows on planes of up to 14, of 4 on taller ones, reaching above and below the image;
+    fewer rows than the padding), a crop whose rows are not contiguous with each other, every activation."""
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the C++ CPU kernel's AVX-512 rows")
     for ow in (9, 12, 14, 16, 17, 20, 31, 32, 33, 49):
         for w in {(ow - 1) * stride + 1, ow * stride}:
-            run_case(impl, 2, 3, 6, w, k, stride, "hardswish", "nchw")
-    for rows in range(1, 11):
+            for rows in (6, 17):
+                run_case(impl, 2, 3, rows * stride, w, k, stride, "hardswish", "nchw")
+    for rows in range(1, 25):
         for h in {(rows - 1) * stride + 1, rows * stride}:
             run_case(impl, 1, 5, h, 18 * stride, k, stride, "relu6", "nchw")
     for act in ACTIVATIONS:
-        run_case(impl, 1, 4, 9, 14 * stride, k, stride, act, "nchw")
-    x = rand(2, 6, 12, 80)[:, 1:5, 2:11, 3:3 + 34 * stride]  # unit-stride rows, 80 floats apart
+        for rows in (9, 15):
+            run_case(impl, 1, 4, rows * stride, 14 * stride, k, stride, act, "nchw")
+    x = rand(2, 6, 40, 80)[:, 1:5, 2:11 + 20 * stride, 3:3 + 34 * stride]  # unit-stride rows, 80 floats apart
     weight, (scale, shift) = rand(4, 1, k, k), bn_vectors(4)
     poison("cpu", x.numel())
     y = ops.dwconv_bn_act(x, weight, scale, shift, stride, -1, "silu")

@@ -26,7 +26,13 @@ namespace cpu {
 #if FZ_AVX2
 namespace {
 
-constexpr int kRows = 4;  // output rows per tile: 4 accumulators, and with K 5 its 25 weight vectors, in registers
+// Output rows per tile: 4 (4 accumulators, and with K 5 its 25 weight vectors, in registers); on planes of at most
+// 14 output rows 7, two tiles for 14 rows instead of four, and with K 5 each weight read by its FMA (an embedded
+// broadcast) instead of held in a register. In-process A/B against 4 rows, 2 threads: K 5 240x14x14 batch 1
+// 0.89x, batch 32 0.87x (7 rows with the weights in registers, spilled: 0.91x / 0.90x); K 3 on 14 output rows
+// batch 1 0.96-0.97x, batch 32 0.85-0.93x; on 28 and 56 rows batch 1 0.97-0.99x but batch 32 1.08-1.18x slower,
+// so those keep 4; 8 rows no better than 7.
+constexpr int kRows = 4, kSmallRows = 7, kSmallPlaneRows = 14;
 
 // A plane's geometry: input rows ldx floats apart, output dense (OH x OW).
 struct Plane {
@@ -102,8 +108,26 @@ FZ_AVX512 __attribute__((always_inline)) inline void row_vectors(const float* ro
 // built once and used by every output row of the tile it reaches (input row S * oh0 - pad + r is kernel row
 // r - S * i of output row oh0 + i). EDGE: the tile's input rows may lie above or below the image (skipped) and
 // its output rows past the last (not stored).
-template <int K, int S, int R, bool MASKED, bool EDGE, Act A>
-FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const Plane& p, const __m512 (&wv)[K * K],
+// acc + v * w[0], w[0] broadcast by the FMA itself (vfmadd231ps with a {1to16} memory operand): no register per
+// weight. Inline assembly, since GCC hoists a broadcast out of the loops into a register (and then spills).
+FZ_AVX512 __attribute__((always_inline)) inline __m512 fma_bcast(__m512 v, const float* w, __m512 acc) {
+  asm("vfmadd231ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(v), "m"(*w));
+  return acc;
+}
+
+// The weights of a plane: K*K vectors in registers (wv), or with MB read from w by each FMA.
+template <int K, bool MB>
+struct Weights {
+  __m512 wv[MB ? 1 : K * K];
+  const float* w;
+  FZ_AVX512 __attribute__((always_inline)) inline __m512 fma(__m512 v, int t, __m512 acc) const {
+    if constexpr (MB) return fma_bcast(v, w + t, acc);
+    else return _mm512_fmadd_ps(v, wv[t], acc);
+  }
+};
+
+template <int K, int S, int R, bool MB, bool MASKED, bool EDGE, Act A>
+FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const Plane& p, const Weights<K, MB>& wt,
                                                           __m512 vs, __m512 vh, float* y, int64_t oh0,
                                                           const Column<K, S>& c) {
   constexpr int pad = K / 2;
@@ -120,7 +144,7 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const 
     for (int kw = 0; kw < K; ++kw)
 #pragma GCC unroll 8
       for (int i = 0; i < R; ++i)
-        if (r - S * i >= 0 && r - S * i < K) acc[i] = _mm512_fmadd_ps(v[kw], wv[(r - S * i) * K + kw], acc[i]);
+        if (r - S * i >= 0 && r - S * i < K) acc[i] = wt.fma(v[kw], (r - S * i) * K + kw, acc[i]);
   }
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
@@ -135,32 +159,36 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const 
 // The tiles of output rows [oh, oh + R) across the plane's columns, one after the other while their input rows
 // are in cache (column by column down the whole plane, 144x56x56 k3 at batch 32 ran 1.18x slower than the
 // channel groups).
-template <int K, int S, bool EDGE, Act A>
+template <int K, int S, int R, bool MB, bool EDGE, Act A>
 FZ_AVX512 __attribute__((always_inline)) inline void row_of_tiles(const float* x, const Plane& p,
-                                                                  const __m512 (&wv)[K * K], __m512 vs, __m512 vh,
+                                                                  const Weights<K, MB>& wt, __m512 vs, __m512 vh,
                                                                   float* y, int64_t oh, const Column<K, S>* cols,
                                                                   int64_t ncols) {
   for (int64_t b = 0; b < ncols; ++b) {
-    if (cols[b].masked) tile<K, S, kRows, true, EDGE, A>(x, p, wv, vs, vh, y, oh, cols[b]);
-    else tile<K, S, kRows, false, EDGE, A>(x, p, wv, vs, vh, y, oh, cols[b]);
+    if (cols[b].masked) tile<K, S, R, MB, true, EDGE, A>(x, p, wt, vs, vh, y, oh, cols[b]);
+    else tile<K, S, R, MB, false, EDGE, A>(x, p, wt, vs, vh, y, oh, cols[b]);
   }
 }
 
 // One plane: x into y, weights w (K*K), BN scale and shift sc, sh. The tiles whose input rows all lie inside the
 // image run without the row checks.
-template <int K, int S, Act A>
+template <int K, int S, int R, bool MB, Act A>
 FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, const float* w, float sc, float sh,
                                                float* y, const Column<K, S>* cols, int64_t ncols) {
-  constexpr int64_t pad = K / 2, R = kRows;
+  constexpr int64_t pad = K / 2;
   static_assert(S * R >= pad, "the second tile's input rows start inside the image");
-  __m512 wv[K * K];
+  Weights<K, MB> wt;
+  wt.w = w;
+  if constexpr (!MB) {
 #pragma GCC unroll 49
-  for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(w[t]);
+    for (int t = 0; t < K * K; ++t) wt.wv[t] = _mm512_set1_ps(w[t]);
+  }
   const __m512 vs = _mm512_set1_ps(sc), vh = _mm512_set1_ps(sh);
-  row_of_tiles<K, S, true, A>(x, p, wv, vs, vh, y, 0, cols, ncols);
+  row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vs, vh, y, 0, cols, ncols);
   int64_t oh = R;
-  for (; S * (oh + R - 1) + pad < p.H; oh += R) row_of_tiles<K, S, false, A>(x, p, wv, vs, vh, y, oh, cols, ncols);
-  for (; oh < p.OH; oh += R) row_of_tiles<K, S, true, A>(x, p, wv, vs, vh, y, oh, cols, ncols);
+  for (; S * (oh + R - 1) + pad < p.H; oh += R)
+    row_of_tiles<K, S, R, MB, false, A>(x, p, wt, vs, vh, y, oh, cols, ncols);
+  for (; oh < p.OH; oh += R) row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vs, vh, y, oh, cols, ncols);
 }
 
 // f(i, n, c) for each plane i = n * C + c of the N * C, with the activation a template constant (f's first
@@ -184,9 +212,13 @@ void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, co
                 int64_t C, const Plane& p, Act act) {
   const std::vector<Column<K, S>> cols = columns<K, S>(p);
   const int64_t OHW = p.OH * p.OW;
+  const int64_t ncols = static_cast<int64_t>(cols.size());
+  const bool small = p.OH <= kSmallPlaneRows;
   for_each_plane(N, C, OHW * K * K, act, [&](auto A, int64_t i, int64_t n, int64_t c) {
-    plane<K, S, decltype(A)::value>(x + n * xs.n + c * xs.c, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(),
-                                    static_cast<int64_t>(cols.size()));
+    constexpr Act AA = decltype(A)::value;
+    const float* xp = x + n * xs.n + c * xs.c;
+    if (small) plane<K, S, kSmallRows, K == 5, AA>(xp, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(), ncols);
+    else plane<K, S, kRows, false, AA>(xp, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(), ncols);
   });
 }
 

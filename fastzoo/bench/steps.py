@@ -1,10 +1,11 @@
 """`fastzoo bench --steps`: where a fused model's CPU time goes, step by step, and how it scales with threads.
 
 Each step of the model's BlockChain (one fused op per block: the stem, every mbconv, the head conv) is timed
-alone through its public op, on 1 thread and on the bench's thread count, interleaved, twice: warm (right after
-an untimed call, so its weights and input are in cache) and cold (the caches flushed before every call by
-writing a buffer larger than the L3). The op packs its weights per call, which the chain does once, so a step
-alone carries that small cost.
+alone through a BlockChain of that one step, on 1 thread and on the bench's thread count, interleaved, twice:
+warm (right after an untimed call, so its weights and input are in cache) and cold (the caches flushed before
+every call by writing a buffer larger than the L3). Like the model's chain, a one-step chain packs its weights
+once; through the public op, which packs them per call, efficientnet_b0's 14x14 blocks seemed to scale 1.2-1.3x
+from one thread to two, against 1.6-1.7x inside whole forwards (torch.profiler over the chain's per-step ranges).
 The whole chain is timed the same way, so the table shows how far a forward is from the warm and the cold sums
 (figures in BENCHMARKS.md).
 """
@@ -73,8 +74,8 @@ def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
         with torch.inference_mode():
             first = x
             for i, (op, args) in enumerate(calls):
-                f = getattr(torch.ops.fastzoo, op)
-                fn = lambda f=f, x=x, args=args: f(x, *args)
+                step = block_sequence._build([(op, args)])
+                fn = lambda step=step, x=x: step.run(x)
                 row = {"step": i, "op": op, "input": list(x.shape), **_warm_cold(fn, threads, rounds, flush)}
                 rows.append(row)
                 progress(_line(row, threads))

@@ -545,10 +545,9 @@ void dw_nchw_groups_ks(const float* x, const float* weight, const float* sc, con
   const int64_t ph = std::max(s.H + 2 * s.pad, (s.OH - 1) * S + K);
   const DwGroups g{x, weight, sc, sh, y, s.C, s.H, s.W, s.OH, s.OW, s.pad, pw, ph, OWP, act};
   const auto task = PX == 7 ? dw_group_task<K, S, 7> : dw_group_task<K, S, 8>;
-  // runs of tasks of at least ~64K multiply-adds, about eight runs per thread
-  const int64_t tasks = s.N * ((s.C + 7) / 8), threads = at::get_num_threads();
-  const int64_t per = std::max((65536 + 8 * s.OH * s.OW * K * K - 1) / (8 * s.OH * s.OW * K * K),
-                               (tasks + 8 * threads - 1) / (8 * threads));
+  // runs of tasks of at least ~64K multiply-adds
+  const int64_t tasks = s.N * ((s.C + 7) / 8);
+  const int64_t per = items_per_task(tasks, (65536 + 8 * s.OH * s.OW * K * K - 1) / (8 * s.OH * s.OW * K * K));
   const int64_t scratch = GroupScratch(g, K * K).size;
   parallel_tasks((tasks + per - 1) / per, [&] {
     // the padding is zeroed once: each task rewrites the same image cells
@@ -822,9 +821,7 @@ void dw_nchw_planes(const scalar_t* x, Strides4 xs, const acc_of<scalar_t>* w, c
   // About eight runs of planes per thread, taken with work stealing (parallel_tasks): one run per thread
   // (at::parallel_for) left a thread waiting whenever the other was held up. In-process A/B, 2 threads, the op
   // in a loop, the eight bench shapes: batch 32 0.82-1.01x and 0.85-1.07x (two runs), batch 1 0.90-1.03x.
-  const int64_t NC = s.N * s.C, tasks_per_thread = 8;
-  const int64_t per = std::max(grain, (NC + tasks_per_thread * at::get_num_threads() - 1) /
-                                          (tasks_per_thread * at::get_num_threads()));
+  const int64_t NC = s.N * s.C, per = items_per_task(NC, grain);
   parallel_tasks((NC + per - 1) / per, [&] {
     return [&, buf = std::vector<acc_t>(buf_size, acc_t(0))](int64_t t) mutable {
       planes(t * per, std::min(NC, (t + 1) * per), buf);

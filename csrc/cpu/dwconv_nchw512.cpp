@@ -117,6 +117,12 @@ template <int K, bool MB>
 struct Weights {
   __m512 wv[MB ? 1 : K * K];
   const float* w;
+  FZ_AVX512 __attribute__((always_inline)) inline explicit Weights(const float* w_) : w(w_) {
+    if constexpr (!MB) {
+#pragma GCC unroll 49
+      for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(w[t]);
+    }
+  }
   FZ_AVX512 __attribute__((always_inline)) inline __m512 fma(__m512 v, int t, __m512 acc) const {
     if constexpr (MB) return fma_bcast(v, w + t, acc);
     else return _mm512_fmadd_ps(v, wv[t], acc);
@@ -178,12 +184,7 @@ FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, c
                                                float* y, const Column<K, S>* cols, int64_t ncols) {
   constexpr int64_t pad = K / 2;
   static_assert(S * R >= pad, "the second tile's input rows start inside the image");
-  Weights<K, MB> wt;
-  wt.w = w;
-  if constexpr (!MB) {
-#pragma GCC unroll 49
-    for (int t = 0; t < K * K; ++t) wt.wv[t] = _mm512_set1_ps(w[t]);
-  }
+  const Weights<K, MB> wt(w);
   const __m512 vs = _mm512_set1_ps(sc), vh = _mm512_set1_ps(sh);
   row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vs, vh, y, 0, cols, ncols);
   int64_t oh = R;
@@ -193,12 +194,11 @@ FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, c
 }
 
 // f(i, n, c) for each plane i = n * C + c of the N * C, with the activation a template constant (f's first
-// argument): runs of planes of at least ~64K multiply-adds (plane_fmas each), about eight runs per thread, taken
-// with work stealing (parallel_tasks).
+// argument): runs of planes of at least ~64K multiply-adds (plane_fmas each), taken with work stealing
+// (parallel_tasks).
 template <typename F>
 void for_each_plane(int64_t N, int64_t C, int64_t plane_fmas, Act act, const F& f) {
-  const int64_t NC = N * C, threads = at::get_num_threads();
-  const int64_t per = std::max(std::max<int64_t>(1, 65536 / plane_fmas), (NC + 8 * threads - 1) / (8 * threads));
+  const int64_t NC = N * C, per = items_per_task(NC, std::max<int64_t>(1, 65536 / plane_fmas));
   with_act(act, [&](auto A) {
     parallel_tasks((NC + per - 1) / per, [&] {
       return [&](int64_t t) {
@@ -232,9 +232,8 @@ template <int K, int NV, Act A>
 FZ_AVX512 __attribute__((noinline)) void row_pairs(const float* x, int64_t W, const float* w, float sc, float sh,
                                                    float* y, const __mmask16* ms, const __mmask16* om) {
   constexpr int pad = K / 2, NS = 2 * (NV - 1) + K;
-  __m512 wv[K * K], acc[NV];
-#pragma GCC unroll 49
-  for (int t = 0; t < K * K; ++t) wv[t] = _mm512_set1_ps(w[t]);
+  const Weights<K, false> wt(w);
+  __m512 acc[NV];
 #pragma GCC unroll 4
   for (int j = 0; j < NV; ++j) acc[j] = _mm512_setzero_ps();
 #pragma GCC unroll 16
@@ -244,7 +243,7 @@ FZ_AVX512 __attribute__((noinline)) void row_pairs(const float* x, int64_t W, co
       const __m512 v = _mm512_maskz_loadu_ps(ms[r * K + kw], x + (r - pad) * W + kw - pad);
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j)
-        if (r - 2 * j >= 0 && r - 2 * j < K) acc[j] = _mm512_fmadd_ps(v, wv[(r - 2 * j) * K + kw], acc[j]);
+        if (r - 2 * j >= 0 && r - 2 * j < K) acc[j] = wt.fma(v, (r - 2 * j) * K + kw, acc[j]);
     }
   const __m512 vs = _mm512_set1_ps(sc), vh = _mm512_set1_ps(sh);
 #pragma GCC unroll 4

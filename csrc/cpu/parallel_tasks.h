@@ -19,6 +19,13 @@ bool simulated_stealing();  // tests: fastzoo._C.set_simulated_stealing
 
 namespace cpu {
 
+// How many consecutive items of n make one task: at least grain, and about eight tasks per thread, so that work
+// stealing can even out a thread that was held up.
+inline int64_t items_per_task(int64_t n, int64_t grain) {
+  const int64_t tasks = 8 * at::get_num_threads();
+  return std::max(grain, (n + tasks - 1) / tasks);
+}
+
 // make_worker() is called once per thread taking part and returns that thread's task function, run(t) for
 // some of the tasks t in [0, n); every task is run exactly once. A worker may keep state between its tasks
 // (buffers, what the previous task left), but results must not depend on which thread ran a task.

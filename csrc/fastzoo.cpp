@@ -47,8 +47,11 @@ void set_cpu_fastpath(bool enabled);
 bool cpu_fastpath();
 void set_simulated_stealing(bool enabled);
 void bind_chain_guard(py::module& m);
+bool cpu_has_avx2();
 namespace cpu {
 at::Tensor rgb_to_channels_last(const at::Tensor& x);
+bool cpu_has_avx512f();
+bool cpu_has_avx512bf16();
 }
 }  // namespace fastzoo
 
@@ -60,6 +63,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_fastpath", &fastzoo::cpu_fastpath);
   m.def("set_simulated_stealing", &fastzoo::set_simulated_stealing,
         "Testing aid: one thread runs parallel tasks in the order stealing gives (half forwards, half backwards).");
+  m.def("cpu_kernels", [] {
+    py::dict d;
+    d["avx2"] = fastzoo::cpu_has_avx2();
+    d["avx512f"] = fastzoo::cpu::cpu_has_avx512f();
+    d["avx512bf16"] = fastzoo::cpu::cpu_has_avx512bf16();
+    return d;
+  }, "Which vector paths the CPU kernels take on this CPU (AVX-512 off with FASTZOO_NO_AVX512=1): avx2, avx512f, "
+     "and avx512bf16 (the bf16 GEMMs of pwconv_bn_act and the cache-tiled mbconv).");
   fastzoo::bind_chain_guard(m);
   m.def("rgb_to_channels_last", &fastzoo::cpu::rgb_to_channels_last, py::call_guard<py::gil_scoped_release>(),
         "x.contiguous(memory_format=torch.channels_last) for a contiguous (N, 3, H, W) float32 CPU tensor.");

@@ -50,6 +50,26 @@ def test_one_call_equals_the_blocks_one_by_one(name, shape, chain_runs):
     assert torch.equal(features, m.features(x).detach()), "same kernels, same order: bit-identical"
 
 
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnet_b0"])
+def test_bf16_one_call_equals_the_blocks_one_by_one(name, chain_runs):
+    """A bf16 model (its 1x1 convs through the bf16 GEMM where the CPU has AVX512-BF16, packed once by the
+    chain): the chain gives the features the blocks give one by one, and logits near the float32 model's."""
+    m = randomize_bn(fastzoo.create_model(name, num_classes=10)).eval()
+    x = torch.randn(2, 3, 67, 61)
+    xb = x.to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = m(x)
+    m = m.to(torch.bfloat16)
+    with torch.inference_mode():
+        y = m(xb)
+        features = m.features(xb)
+    assert len(chain_runs) == 3 and y.dtype == torch.bfloat16
+    assert chain_runs[1][-2:] == ["global_avg_pool", "pwconv_bn_act"], "the classifier head ran in the chain"
+    assert torch.equal(features, m.features(xb).detach()), "same kernels, same order: bit-identical"
+    assert len(chain_runs) == 3
+    assert ((y.float() - expected).abs().max() / expected.abs().max()).item() < 3e-2
+
+
 def test_outputs_are_the_callers_while_the_chain_reuses_its_buffers(chain_runs):
     """Between blocks the chain writes into two buffers it keeps; the output it returns is never one of them."""
     m = randomize_bn(fastzoo.create_model("mobilenetv3_small")).eval()
@@ -145,17 +165,20 @@ def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
     assert len(chain_runs) == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("op", ["pwconv_bn_act", "dwconv_bn_act"])
-def test_the_chain_packs_weights_again_when_they_change(op):
-    """The chain keeps its 1x1 and depthwise convs' weights packed from run to run; an in-place change (a
-    _version bump) or new storage (.data =) has them packed again."""
+def test_the_chain_packs_weights_again_when_they_change(op, dtype):
+    """The chain keeps its 1x1 and depthwise convs' weights packed from run to run (bf16 1x1 weights as the bf16
+    GEMM's pairs, where the CPU has AVX512-BF16); an in-place change (a _version bump) or new storage (.data =)
+    has them packed again."""
     shape, ints = ((40, 24, 1, 1), []) if op == "pwconv_bn_act" else ((24, 1, 3, 3), [1, -1])
-    w, sc, sh = torch.randn(shape), torch.rand(shape[0]) + 0.5, torch.randn(shape[0])
-    x = torch.randn(1, 24, 14, 14).contiguous(memory_format=torch.channels_last)
+    w, sc, sh = torch.randn(shape, dtype=dtype), torch.rand(shape[0]) + 0.5, torch.randn(shape[0])
+    x = torch.randn(1, 24, 14, 14, dtype=dtype).contiguous(memory_format=torch.channels_last)
     chain = fastzoo._ext._C.BlockChain()
     chain.add(op, [w, sc, sh] + ([None] if op == "pwconv_bn_act" else []), ints, ["relu"])
     with torch.no_grad():
-        for change in (lambda: None, lambda: w.mul_(-2), lambda: setattr(w, "data", torch.randn(shape))):
+        new_storage = lambda: setattr(w, "data", torch.randn(shape, dtype=dtype))  # noqa: E731
+        for change in (lambda: None, lambda: w.mul_(-2), new_storage):
             change()
             expected = getattr(torch.ops.fastzoo, op)(x, w, sc, sh, *ints, "relu")
             torch.testing.assert_close(chain.run(x), expected, rtol=0, atol=0)

@@ -162,6 +162,26 @@ def test_mbconv_strips(impl, act, threads, n, cin, cexp, cout, h, w, k, stride, 
                    residual=stride == 1 and cin == cout)
 
 
+# bf16 in strips (batch 3 on 1-2 threads): the tiled path with bf16 GEMMs where the CPU has AVX512-BF16 (the
+# expanded rows and the depthwise in float32); odd and partial-panel channel counts, no expansion (the input
+# rows converted), SE (the gate applied as the rows are converted for the projection), stride 2, K 5.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cin,cexp,cout,k,stride,expand,se", [
+    (16, 40, 16, 3, 1, True, True),
+    (5, 19, 5, 5, 1, True, True),
+    (7, 33, 18, 3, 2, True, False),
+    (24, 72, 24, 3, 1, True, False),
+    (9, 9, 9, 3, 1, False, True),
+    (16, 16, 24, 5, 2, False, False),
+])
+def test_mbconv_bf16_strips(impl, threads, cin, cexp, cout, k, stride, expand, se):
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the tiled path is the C++ CPU fast path")
+    with num_threads(threads):
+        run_mbconv(impl, n=3, cin=cin, cexp=cexp, cout=cout, h=13, w=11, k=k, stride=stride, expand=expand, se=se,
+                   act="silu", residual=stride == 1 and cin == cout, dtype=torch.bfloat16)
+
+
 # parallel_tasks: a thread that is ahead takes strips from the back of another's run, backwards, keeping the
 # halo rows from one to the next the other way round. Which strips move depends on timing, so one thread
 # runs them in that order here (half forwards, the rest backwards), several strips per image.

@@ -70,6 +70,35 @@ def test_packed_gemm_shapes(impl, threads, n, cin, cout, h, w):
                     oracle("pwconv_bn_act", x, weight, scale, shift, "silu").float(), torch.float32)
 
 
+def bf16_gemms():
+    """The CPU kernels run bf16 1x1 convs through their own GEMM (vdpbf16ps) on this CPU."""
+    return fastzoo._ext.loaded() and fastzoo._ext._C.cpu_kernels()["avx512bf16"]
+
+
+# bf16 channels_last through the bf16 GEMM (float32 accumulation) where the CPU has AVX512-BF16, split by rows
+# or by 16-channel panels: odd Cin (the last pair's upper half 0), last panels of 1-15 channels, 1-3 pixels
+# (the classifier's rows), a residual. Its one rounding is the output's to bf16, so every element is within
+# one bf16 step (2^-8 relative) of the float64 oracle on the same bf16 inputs.
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,cin,cout,h,w", [(2, 24, 40, 9, 7), (1, 19, 33, 5, 5), (3, 7, 100, 1, 1),
+                                            (1, 5, 17, 1, 3)])
+def test_bf16_gemm_one_rounding(impl, threads, n, cin, cout, h, w):
+    if impl.name != "cpu" or impl.shared_math or not bf16_gemms():
+        pytest.skip("the bf16 GEMM of the C++ CPU kernels, on a CPU with AVX512-BF16")
+    bf16 = torch.bfloat16
+    with num_threads(threads):
+        for act, with_res in (("identity", True), ("silu", False), ("hardswish", True), ("relu6", False)):
+            x = layout(rand(n, cin, h, w, dtype=bf16), "channels_last")
+            weight = rand(cout, cin, 1, 1, dtype=bf16)
+            scale, shift = bn_vectors(cout)
+            res = layout(rand(n, cout, h, w, dtype=bf16), "channels_last") if with_res else None
+            poison("cpu", n * cout * h * w)
+            y = ops.pwconv_bn_act(x, weight, scale, shift, act, res)
+            assert y.dtype == bf16 and y.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(y.double(), oracle("pwconv_bn_act", x, weight, scale, shift, act, res),
+                                       rtol=2 ** -8, atol=1e-5)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the NaN and inf
 def test_silu_epilogue_special_values(impl):
     """The GEMM's SiLU epilogue (in AVX-512 where the CPU has it): NaN stays NaN, inf stays inf, and

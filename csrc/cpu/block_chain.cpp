@@ -35,10 +35,12 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
     if (k.op == Op::DwConv) packs = {{0, Kind::DwKC}};
     for (auto [i, kind] : packs) {
       const auto& w = step.t[i];
-      if (!w.has_value() || !w->defined() || !w->device().is_cpu() || w->scalar_type() != at::kFloat ||
-          w->dim() != 4 || w->numel() == 0)
+      if (!w.has_value() || !w->defined() || !w->device().is_cpu() || w->dim() != 4 || w->numel() == 0) continue;
+      if (kind == Kind::Panels && w->scalar_type() == at::kBFloat16 && cpu_has_avx512bf16())
+        kind = Kind::PanelsBf16;
+      else if (w->scalar_type() != at::kFloat)
         continue;
-      if (kind == Kind::Panels ? w->size(2) * w->size(3) == 1 : w->size(1) == 1)
+      if (kind != Kind::DwKC ? w->size(2) * w->size(3) == 1 : w->size(1) == 1)
         step.packed.push_back(Packed{kind, *w});
     }
     steps_.push_back(std::move(step));
@@ -84,6 +86,10 @@ void BlockChain::refresh(std::vector<Packed>& packed) {
     if (p.w.const_data_ptr() == p.data && version == p.version) continue;
     if (p.kind == Packed::Kind::DwKC) {
       p.packed = dw_weight_kc(p.w, at::kFloat);
+    } else if (p.kind == Packed::Kind::PanelsBf16) {
+      const at::Tensor w2d = p.w.reshape({p.w.size(0), -1});
+      p.packed = at::empty({packed_panels_bf16_size(w2d.size(1), w2d.size(0))}, w2d.options());
+      pack_panels_bf16(w2d, reinterpret_cast<uint16_t*>(p.packed.data_ptr<c10::BFloat16>()));
     } else {
       const at::Tensor w2d = p.w.reshape({p.w.size(0), -1}).contiguous();
       p.packed = at::empty({packed_panels_size(w2d.size(1), w2d.size(0))}, w2d.options());
@@ -100,7 +106,7 @@ const BlockChain::Packed* prepacked(const at::Tensor& w, BlockChain::Packed::Kin
   if (packed == nullptr || !w.defined()) return nullptr;
   for (const auto& p : *packed)
     if (p.kind == kind && p.data == w.const_data_ptr() && p.w.numel() == w.numel() && p.w.size(0) == w.size(0) &&
-        w.scalar_type() == at::kFloat && w.is_contiguous())
+        w.scalar_type() == p.w.scalar_type() && w.is_contiguous())
       return &p;
   return nullptr;
 }
@@ -109,6 +115,11 @@ const BlockChain::Packed* prepacked(const at::Tensor& w, BlockChain::Packed::Kin
 const float* prepacked_panels(const at::Tensor& w) {
   const BlockChain::Packed* p = prepacked(w, BlockChain::Packed::Kind::Panels);
   return p ? p->packed.const_data_ptr<float>() : nullptr;
+}
+
+const uint16_t* prepacked_panels_bf16(const at::Tensor& w) {
+  const BlockChain::Packed* p = prepacked(w, BlockChain::Packed::Kind::PanelsBf16);
+  return p ? reinterpret_cast<const uint16_t*>(p->packed.const_data_ptr<c10::BFloat16>()) : nullptr;
 }
 
 at::Tensor prepacked_dw_kc(const at::Tensor& w) {

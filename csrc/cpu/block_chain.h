@@ -23,11 +23,11 @@ class BlockChain {
   at::Tensor run(const at::Tensor& x) const;
   size_t size() const { return steps_.size(); }
 
-  // A float32 weight of a step in the layout its kernel reads, made again when the weight's data pointer or
-  // version changes: a 1x1 conv's packed panels (prepacked_panels) or a depthwise conv's (K*K, C) copy
-  // (dw_weight_kc).
+  // A weight of a step in the layout its kernel reads, made again when the weight's data pointer or version
+  // changes: a float32 1x1 conv's packed panels (prepacked_panels), a bf16 one's (prepacked_panels_bf16), or a
+  // float32 depthwise conv's (K*K, C) copy (dw_weight_kc).
   struct Packed {
-    enum class Kind { Panels, DwKC } kind;
+    enum class Kind { Panels, PanelsBf16, DwKC } kind;
     at::Tensor w;
     const void* data = nullptr;
     int64_t version = -1;

@@ -145,6 +145,26 @@ void gemm_bn_act(const float* a, int64_t lda, const float* w, const float* pre, 
                  int64_t K, int64_t Cout, float* c, int64_t ldc, const float* sc, const float* sh, const float* r,
                  int64_t ldr, Act act);
 
+// bfloat16 1x1-conv GEMMs with float32 accumulation (gemm_bf16.cpp), only where cpu_has_avx512bf16() (AVX-512F
+// usable, and AVX512-BF16, BW, VL): pack_panels_bf16 writes w2d (Cout, K), any float dtype, rounded to bf16, as
+// panels of 16 channels x K pairs into packed_panels_bf16_size(K, Cout) values; then c = act(a @ w^T * sc + sh
+// (+ r)) as gemm_packed_bn_act, a and r bf16, c float32 or bf16, single-threaded.
+bool cpu_has_avx512bf16();
+int64_t packed_panels_bf16_size(int64_t K, int64_t Cout);
+void pack_panels_bf16(const at::Tensor& w2d, uint16_t* wp);
+void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
+                      float* c, int64_t ldc, const float* sc, const float* sh, const c10::BFloat16* r, int64_t ldr,
+                      Act act);
+void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
+                      c10::BFloat16* c, int64_t ldc, const float* sc, const float* sh, const c10::BFloat16* r,
+                      int64_t ldr, Act act);
+// P rows of C values, float32 to bf16 (times gate[c] when gate is not null) and bf16 to float32.
+void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
+                  int64_t ldy);
+void rows_to_f32(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, float* y, int64_t ldy);
+// A running BlockChain step's bf16 weight packed by pack_panels_bf16, or null (as prepacked_panels).
+const uint16_t* prepacked_panels_bf16(const at::Tensor& w);
+
 // AVX-512F on this CPU, and FASTZOO_NO_AVX512 not set: SiLU then runs in AVX-512 (gemm_epilogue.cpp).
 bool cpu_has_avx512f();
 // y[p * ldy + c] = silu(y[p * ldy + c]) for P pixels of C channels, and sums[c] += their new values when
@@ -173,8 +193,9 @@ struct SeArgs {
   at::Tensor w1, b1, w2, b2;
   Act act, gate;
 };
-// The cache-tiled mbconv (mbconv_tiled.cpp): float32, dense channels_last x and out; ew2d undefined when
-// there is no expansion; per-channel vectors in float. Returns false (nothing written) where it does not apply.
+// The cache-tiled mbconv (mbconv_tiled.cpp): float32 (or bf16 where cpu_has_avx512bf16()), dense channels_last
+// x and out; ew2d undefined when there is no expansion; per-channel vectors in float. Returns false (nothing
+// written) where it does not apply.
 bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
                   const at::Tensor& dw_weight, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
                   const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,

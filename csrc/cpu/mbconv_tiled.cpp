@@ -82,9 +82,9 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
 // channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
-// caller's per-strip SE sums.
+// caller's per-strip SE sums; 7: a thread's bf16 rows for the projection (bf16 blocks).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[7];
+  thread_local std::vector<float> bufs[8];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
@@ -172,10 +172,13 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
                   const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,
                   bool residual, at::Tensor& out) {
   const auto cl = at::MemoryFormat::ChannelsLast;
-  if (x.scalar_type() != at::kFloat || !x.is_contiguous(cl) || !out.is_contiguous(cl) ||
-      dw_weight.scalar_type() != at::kFloat || pw2d.scalar_type() != at::kFloat)
+  // bf16: the GEMMs in bf16 (gemm_bf16_bn_act), the expanded rows and the depthwise in float32
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  if ((x.scalar_type() != at::kFloat && !(bf16 && cpu_has_avx512bf16())) || !x.is_contiguous(cl) ||
+      !out.is_contiguous(cl) || dw_weight.scalar_type() != x.scalar_type() || pw2d.scalar_type() != x.scalar_type())
     return false;
   const bool has_expand = ew2d.defined();
+  const bool stage_in = has_expand || bf16;  // the dw input staged in a float32 buffer (expanded or converted)
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cmid = dw_weight.size(0), Cout = pw2d.size(0), K = dw_weight.size(3), pad = K / 2;
   const int64_t OH = out.size(2), OW = out.size(3);
@@ -185,7 +188,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // whole image when it nearly fits, at least `threads` tasks. Where that would recompute too much halo
   // (small maps at batch 1), a small image runs in one piece with its channels split across threads, and
   // anything else goes to the untiled path.
-  const int64_t row_floats = (has_expand ? stride * W * Cmid : 0) + OW * Cmid;
+  const int64_t row_floats = (stage_in ? stride * W * Cmid : 0) + OW * Cmid;
   const int64_t budget = N >= threads ? batched_strip_floats() : kStripFloats;
   int64_t R = std::clamp<int64_t>(budget / std::max<int64_t>(1, row_floats), 1, OH);
   if (OH * row_floats <= 2 * kStripFloats) R = OH;
@@ -218,11 +221,14 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const bool too_few_strips = N * strips < threads;  // a thread left without one
   const bool split_channels = can_split && (feed_only || halo_too_big_at(strips) || too_few_strips);
   if (!split_channels && (run_halo_too_big || too_few_strips)) return false;
+  if (split_channels && bf16) return false;  // the channel split is float32 only
 
   // dw weights as (K*K, Cmid), the layout the channels_last depthwise kernel reads
   const at::Tensor wkc = dw_weight_kc(dw_weight, at::kFloat);
-  const float* xp = x.const_data_ptr<float>();
-  float* op = out.data_ptr<float>();
+  const float* xp = bf16 ? nullptr : x.const_data_ptr<float>();
+  float* op = bf16 ? nullptr : out.data_ptr<float>();
+  const c10::BFloat16* xb = bf16 ? x.const_data_ptr<c10::BFloat16>() : nullptr;
+  c10::BFloat16* ob = bf16 ? out.data_ptr<c10::BFloat16>() : nullptr;
   const Strides4 xs{H * W * Cin, 1, W * Cin, Cin};
   const int64_t OP = OH * OW;
 
@@ -236,22 +242,55 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // The weights packed into the caller's scratch. With SE, the projection's gate is folded into its packed
   // weights where that is less work than gating the Cmid-wide rows of the dw output: fewer output channels
   // than pixels, as in nearly every block (packed in pass 2, for one image, or per image by each thread).
-  const bool gate_weights = se && Cout < OP;
+  // bf16 gates the rows as it converts them for the projection instead.
+  const bool gate_weights = se && Cout < OP && !bf16;
   // (a BlockChain's are packed already: prepacked_panels)
-  const float* ew_pre = has_expand ? prepacked_panels(ew2d) : nullptr;
-  const float* pw_pre = prepacked_panels(pw2d);
+  const float* ew_pre = has_expand && !bf16 ? prepacked_panels(ew2d) : nullptr;
+  const float* pw_pre = bf16 ? nullptr : prepacked_panels(pw2d);
   const float* ewp = ew_pre;
   const float* pwp = gate_weights ? nullptr : pw_pre;
   std::vector<PackJob> jobs;
-  if (has_expand && !ewp) {
+  if (has_expand && !ewp && !bf16) {
     jobs.push_back({&ew2d, nullptr, scratch(3, packed_panels_size(Cin, Cmid))});
     ewp = jobs.back().wp;
   }
-  if (!gate_weights && !pwp) {
+  if (!gate_weights && !pwp && !bf16) {
     jobs.push_back({&pw2d, nullptr, scratch(4, packed_panels_size(Cmid, Cout))});
     pwp = jobs.back().wp;
   }
   pack_jobs(jobs);
+  auto packed_bf16 = [&](int slot, const at::Tensor& w) {
+    if (const uint16_t* pre = prepacked_panels_bf16(w)) return pre;
+    auto* wp = reinterpret_cast<uint16_t*>(scratch(slot, (packed_panels_bf16_size(w.size(1), w.size(0)) + 1) / 2));
+    pack_panels_bf16(w, wp);
+    return static_cast<const uint16_t*>(wp);
+  };
+  const uint16_t* ew16 = bf16 && has_expand ? packed_bf16(3, ew2d) : nullptr;
+  const uint16_t* pw16 = bf16 ? packed_bf16(4, pw2d) : nullptr;
+  // The two stages whose data types differ. Image n's rows [r0, r1) expanded (+ BN + act; bf16 without an
+  // expansion: converted) into e, float32 rows W * Cmid apart:
+  auto expand_rows = [&](int64_t n, int64_t r0, int64_t r1, float* e) {
+    const int64_t at = (n * H + r0) * W * Cin, P = (r1 - r0) * W;
+    if (!bf16)
+      gemm_packed_bn_act(xp + at, Cin, ewp, P, Cin, Cmid, e, Cmid, fp(esc), fp(esh), nullptr, 0, act);
+    else if (has_expand)
+      gemm_bf16_bn_act(xb + at, Cin, ew16, P, Cin, Cmid, e, Cmid, fp(esc), fp(esh), nullptr, 0, act);
+    else
+      rows_to_f32(xb + at, P, Cin, Cin, e, Cmid);
+  };
+  // P float32 dw-output rows d projected (+ BN (+ residual)) into the output pixels q.. (of all images): float32
+  // with the packed weights wp, bf16 with the rows times `gate` (when not null) converted first.
+  auto project_rows = [&](const float* d, int64_t P, int64_t q, const float* wp, const float* gate) {
+    if (!bf16) {
+      gemm_packed_bn_act(d, Cmid, wp, P, Cmid, Cout, op + q * Cout, Cout, fp(psc), fp(psh),
+                         residual ? xp + q * Cin : nullptr, Cin, Act::Identity);
+      return;
+    }
+    auto* a = reinterpret_cast<c10::BFloat16*>(scratch(7, (P * Cmid + 1) / 2));
+    rows_to_bf16(d, P, Cmid, Cmid, gate, a, Cmid);
+    gemm_bf16_bn_act(a, Cmid, pw16, P, Cmid, Cout, ob + q * Cout, Cout, fp(psc), fp(psh),
+                     residual ? xb + q * Cin : nullptr, Cin, Act::Identity);
+  };
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
   // buffer per call page-faulted ~950 times per efficientnet_b0 forward at batch 1), and the per-strip sums
@@ -262,7 +301,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     if (N * OP * Cmid <= kScratchMax) {
       hp = scratch(2, N * OP * Cmid);
     } else {
-      h2t = at::empty({N, OH, OW, Cmid}, x.options());
+      h2t = at::empty({N, OH, OW, Cmid}, x.options().dtype(at::kFloat));
       hp = h2t.data_ptr<float>();
     }
     sums = scratch(6, N * strips * Cmid);
@@ -275,17 +314,16 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const int64_t max_rows = std::min<int64_t>(H, (R - 1) * stride + K);
   parallel_tasks(N * strips, [&] {
     float* dbuf = se ? nullptr : scratch(1, R * OW * Cmid);
-    float* ebuf = has_expand ? scratch(0, max_rows * W * Cmid) : nullptr;
+    float* ebuf = stage_in ? scratch(0, max_rows * W * Cmid) : nullptr;
     // ebuf holds the expanded rows [kept0, kept1) of image kept_n
     return [&, dbuf, ebuf, kept_n = int64_t{-1}, kept0 = int64_t{0}, kept1 = int64_t{0}](int64_t t) mutable {
       const int64_t n = t / strips, oh0 = OH * (t % strips) / strips, oh1 = OH * (t % strips + 1) / strips;
-      const float* xn = xp + n * xs.n;
       // input rows the strip reads: [ih0, ih1)
       const int64_t ih0 = std::max<int64_t>(0, oh0 * stride - pad);
       const int64_t ih1 = std::min<int64_t>(H, (oh1 - 1) * stride - pad + K);
-      const float* dw_in = xn;
+      const float* dw_in = xp ? xp + n * xs.n : nullptr;
       Strides4 ins = xs;
-      if (has_expand) {
+      if (stage_in) {
         const int64_t row = W * Cmid;
         // the rows [ov0, ov1) of ebuf's last strip move to their place; the rest is computed
         int64_t ov0 = ih0, ov1 = ih0;
@@ -295,9 +333,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
             std::memmove(ebuf + (ov0 - ih0) * row, ebuf + (ov0 - kept0) * row, sizeof(float) * (ov1 - ov0) * row);
         }
         auto expand = [&](int64_t r0, int64_t r1) {
-          if (r1 > r0)
-            gemm_packed_bn_act(xn + r0 * W * Cin, Cin, ewp, (r1 - r0) * W, Cin, Cmid, ebuf + (r0 - ih0) * row, Cmid,
-                               fp(esc), fp(esh), nullptr, 0, act);
+          if (r1 > r0) expand_rows(n, r0, r1, ebuf + (r0 - ih0) * row);
         };
         expand(ih0, ov0);
         expand(ov1, ih1);
@@ -309,18 +345,13 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       const Strides4 ds{0, 1, OW * Cmid, Cmid};
       float* s = se ? sums + t * Cmid : nullptr;
       dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s);
-      if (!se) {
-        const int64_t P = (oh1 - oh0) * OW;
-        float* o = op + (n * OP + oh0 * OW) * Cout;
-        gemm_packed_bn_act(dbuf, Cmid, pwp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
-                           residual ? xn + oh0 * OW * Cin : nullptr, Cin, Act::Identity);
-      }
+      if (!se) project_rows(dbuf, (oh1 - oh0) * OW, n * OP + oh0 * OW, pwp, nullptr);
     };
   });
   if (!se) return true;
 
   // pass 2: the gate from the means, then gate + projection + BN (+ residual) per strip of pixels
-  at::Tensor means = at::empty({N, Cmid}, x.options());
+  at::Tensor means = at::empty({N, Cmid}, x.options().dtype(at::kFloat));
   float* mp = means.data_ptr<float>();
   for (int64_t n = 0; n < N; ++n) {  // the strips' sums in strip order
     float* m = mp + n * Cmid;
@@ -340,15 +371,17 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     return [&, wp = pwp, packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
       const int64_t n = t / chunks, p0 = OP * (t % chunks) / chunks, P = OP * (t % chunks + 1) / chunks - p0;
       float* d = hp + (n * OP + p0) * Cmid;
+      if (bf16) {
+        project_rows(d, P, n * OP + p0, nullptr, gp + n * Cmid);
+        return;
+      }
       if (!gate_weights) {
         for (int64_t p = 0; p < P; ++p) gate_rows_to(d + p * Cmid, gp + n * Cmid, d + p * Cmid, Cmid);
       } else if (n != packed_n) {
         wp = packed(5, pw2d, gp + n * Cmid, pw_pre);
         packed_n = n;
       }
-      float* o = op + (n * OP + p0) * Cout;
-      gemm_packed_bn_act(d, Cmid, wp, P, Cmid, Cout, o, Cout, fp(psc), fp(psh),
-                         residual ? xp + (n * OP + p0) * Cin : nullptr, Cin, Act::Identity);
+      project_rows(d, P, n * OP + p0, wp, nullptr);
     };
   });
   return true;

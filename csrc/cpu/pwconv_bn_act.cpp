@@ -163,6 +163,50 @@ bool pw_packed_cl(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& 
   return true;
 }
 
+// bf16, x, out and residual with channels_last rows: the bf16 GEMM with the epilogue in registers (gemm_bf16.cpp),
+// split by pixel rows, or by 16-channel panels when there are fewer than 16 rows per thread. No gate. False
+// (nothing written) where it does not apply.
+bool pw_packed_cl_bf16(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor& sc, const at::Tensor& sh,
+                       const at::Tensor* res, Act act, at::Tensor& out) {
+  const auto bf16 = at::kBFloat16;
+  if (x.scalar_type() != bf16 || w2d.scalar_type() != bf16 || out.scalar_type() != bf16 ||
+      (res && res->scalar_type() != bf16) || sc.scalar_type() != at::kFloat || !cpu_has_avx512bf16())
+    return false;
+  // rows of channels: channels_last ones, or on 1x1 maps (the classifiers) the samples in either layout
+  auto row_stride = [](const at::Tensor& t) {
+    if (t.size(2) * t.size(3) != 1 || (t.stride(1) != 1 && t.size(1) > 1)) return cl_row_stride(t);
+    return t.size(0) == 1 ? t.size(1) : t.stride(0) >= t.size(1) ? t.stride(0) : 0;
+  };
+  const int64_t P = x.size(0) * x.size(2) * x.size(3), K = x.size(1), Cout = w2d.size(0);
+  const int64_t lda = row_stride(x), ldr = res ? row_stride(*res) : 0;
+  if (lda == 0 || row_stride(out) != Cout || (res && ldr == 0)) return false;
+  const uint16_t* wp = prepacked_panels_bf16(w2d);  // a BlockChain's weights, packed already
+  thread_local std::vector<uint16_t> panels;  // else the calling thread's, read by all
+  if (wp == nullptr) {
+    panels.resize(std::max<int64_t>(panels.size(), packed_panels_bf16_size(K, Cout)));
+    pack_panels_bf16(w2d, panels.data());
+    wp = panels.data();
+  }
+  const c10::BFloat16* a = x.const_data_ptr<c10::BFloat16>();
+  const c10::BFloat16* r = res ? res->const_data_ptr<c10::BFloat16>() : nullptr;
+  const float *scp = sc.const_data_ptr<float>(), *shp = sh.const_data_ptr<float>();
+  c10::BFloat16* c = out.data_ptr<c10::BFloat16>();
+  const int64_t threads = at::get_num_threads(), blocks = (Cout + 15) / 16, K2 = (K + 1) / 2;
+  if (P >= 16 * threads || blocks < threads) {
+    at::parallel_for(0, P, std::max<int64_t>(8, (P + threads - 1) / threads), [&](int64_t p0, int64_t p1) {
+      gemm_bf16_bn_act(a + p0 * lda, lda, wp, p1 - p0, K, Cout, c + p0 * Cout, Cout, scp, shp,
+                       r ? r + p0 * ldr : nullptr, ldr, act);
+    });
+  } else {
+    at::parallel_for(0, blocks, (blocks + threads - 1) / threads, [&](int64_t b, int64_t e) {
+      const int64_t o0 = b * 16, n = std::min(Cout, e * 16) - o0;
+      gemm_bf16_bn_act(a, lda, wp + o0 * 2 * K2, P, K, n, c + o0, Cout, scp + o0, shp + o0, r ? r + o0 : nullptr,
+                       ldr, act);
+    });
+  }
+  return true;
+}
+
 }  // namespace
 
 void pw_epilogue_inplace(at::Tensor& out, const at::Tensor& scale_acc, const at::Tensor& shift_acc,
@@ -194,6 +238,7 @@ void pw_bn_act_fast(const at::Tensor& x, const at::Tensor& w2d, const at::Tensor
   const float* g = gate && gate->scalar_type() == at::kFloat && gate->is_contiguous()
                        ? gate->const_data_ptr<float>() : nullptr;
   if ((!gate || g) && pw_packed_cl(x, w2d, scale_acc, shift_acc, residual, act, out, g)) return;
+  if (!gate && pw_packed_cl_bf16(x, w2d, scale_acc, shift_acc, residual, act, out)) return;
   pw_gemm(x, gate ? (w2d.to(gate->scalar_type()) * gate->reshape({1, -1})).to(x.scalar_type()) : w2d, out);
   pw_epilogue_inplace(out, scale_acc, shift_acc, residual, act, true);
 }

@@ -142,7 +142,7 @@ def _head_plan(head):
         if type(m) is nn.Dropout:  # eval mode: the identity
             continue
         w = m.weight if isinstance(m, nn.Linear) else None
-        if w is None or w.dtype != torch.float32 or w.device.type != "cpu":
+        if w is None or w.dtype not in (torch.float32, torch.bfloat16) or w.device.type != "cpu":
             return None
         act = "identity"
         if i < len(seq) and type(seq[i]) in _HEAD_ACTS:

@@ -59,6 +59,24 @@ def test_bench_bf16_reports_the_drift_from_fp32(tmp_path):
         assert 0 <= r["fp32_top1_agree"] <= 1
 
 
+def test_bench_bf16_against_float32_anchors(tmp_path, capsys):
+    """--dtype bf16 with variants suffixed :fp32: those run the float32 model, side by side with the bf16 ones,
+    and every row says how it compares with the fastest float32 anchor (fused:fp32 is not an anchor)."""
+    out = tmp_path / "b.json"
+    rc = bench_main(["mobilenetv3_small", "--batch", "2", "--img-size", "32", "--rounds", "2", "--min-seconds", "0",
+                     "--dtype", "bf16", "--compare", "fused,reference:fp32,fused:fp32", "--json", str(out)])
+    assert rc == 0
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"fused", "reference:fp32", "fused:fp32"}
+    assert rows["reference:fp32"]["fp32_rel_diff"] < 1e-5 < rows["fused"]["fp32_rel_diff"] < 0.2
+    anchor = rows["reference:fp32"]["median_ms"]
+    for r in rows.values():
+        assert r["speedup_vs_best_fp32_anchor"] == pytest.approx(anchor / r["median_ms"])
+    assert "anchor" in capsys.readouterr().out  # the column (its header wrapped as the table needs)
+    assert bench_main(["--dtype", "bf16", "--compare", "fused,onnxruntime:fp64"]) == 2
+    assert "variant 'onnxruntime:fp64': expected a dtype suffix from fp32, bf16, fp16" in capsys.readouterr().err
+
+
 def test_bench_rejects_bad_arguments(capsys):
     assert bench_main(["no_such_model"]) == 2
     assert "unknown model name 'no_such_model'" in capsys.readouterr().err

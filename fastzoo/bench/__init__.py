@@ -25,7 +25,9 @@ def parser():
     p.add_argument("--channels-last", action="store_true", help="give the models channels_last input")
     p.add_argument("--compare", default=DEFAULT_COMPARE,
                    help=f"variants, comma-separated, from reference,fused,compile,onnxruntime,eager (default "
-                        f"{DEFAULT_COMPARE}; eager = the torchvision/timm model itself)")
+                        f"{DEFAULT_COMPARE}; eager = the torchvision/timm model itself); a suffix :fp32 (or "
+                        f":bf16, :fp16) times that variant in that dtype whatever --dtype says, e.g. --dtype bf16 "
+                        f"--compare fused,onnxruntime:fp32,compile:fp32 (bf16 against the best float32 anchor)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=30, help="timed rounds per variant (at least)")
     p.add_argument("--min-seconds", type=float, default=None,
@@ -89,33 +91,44 @@ def _progress(total):
     return Progress(transient=True)
 
 
+def _variant_dtype(v, dtype):
+    """("onnxruntime", float32) for "onnxruntime:fp32": a variant timed in another dtype than --dtype's (the
+    float32 anchors of a bf16 run); (v, dtype) without a suffix."""
+    name, _, suffix = v.partition(":")
+    if suffix and suffix not in DTYPES:
+        raise ValueError(f"fastzoo bench: variant {v!r}: expected a dtype suffix from {', '.join(DTYPES)}")
+    return name, DTYPES[suffix] if suffix else dtype
+
+
 def bench_model(name, batch, args, dtype, progress=None):
     device = args.device
+    wanted = [v.strip() for v in args.compare.split(",") if v.strip()]
     with torch.inference_mode(False):  # real parameters, not inference tensors
         model32 = fastzoo.create_model(name).eval().to(device=device)
-        model = model32 if dtype == torch.float32 else copy.deepcopy(model32).to(dtype=dtype)
+        models = {torch.float32: model32}
+        for _, dt in {_variant_dtype(v, dtype) for v in wanted} | {(None, dtype)}:
+            models.setdefault(dt, copy.deepcopy(model32).to(dtype=dt))
     x32 = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
-    x = x32.to(dtype)
+    inputs = {dt: x32.to(dt) for dt in models}
     if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        inputs = {dt: x.contiguous(memory_format=torch.channels_last) for dt, x in inputs.items()}
     logits32 = None
     if dtype != torch.float32:  # each variant's drift from the float32 model on the same input
         with torch.no_grad(), fastzoo.backend("reference"):
             logits32 = model32(x32).float().cpu()
-    del model32
-    wanted = [v.strip() for v in args.compare.split(",") if v.strip()]
     fns, setup, skipped = {}, {}, {}
     for v in wanted:
-        target = model
-        if v == "eager":
-            lib = variants_mod.library_model(name, fastzoo.models._registry.aliases_of(name), model)
+        base_name, dt = _variant_dtype(v, dtype)
+        target, x = models[dt], inputs[dt]
+        if base_name == "eager":
+            lib = variants_mod.library_model(name, fastzoo.models._registry.aliases_of(name), target)
             if lib is None:
                 skipped[v] = "no torchvision/timm model of that name installed"
                 continue
-            v = f"eager-{lib[0]}"
-            target = lib[1].eval().to(device=device, dtype=dtype)
+            v = v.replace("eager", f"eager-{lib[0]}", 1)
+            base_name, target = f"eager-{lib[0]}", lib[1].eval().to(device=device, dtype=dt)
         try:
-            fns[v], setup[v] = variants_mod.build(v, target, x)
+            fns[v], setup[v] = variants_mod.build(base_name, target, x)
             setup[v] += timing.warm_up(fns[v], device=device)
         except Exception as e:  # a variant that cannot run here is reported, not fatal
             skipped[v] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -127,6 +140,9 @@ def bench_model(name, batch, args, dtype, progress=None):
     # speedups over the reference, or over the first variant asked for when the reference is not
     baseline = "reference" if "reference" in samples else next(iter(samples), None)
     base_median = timing.summarize(samples[baseline])["median_ms"] if baseline else None
+    # a run in another dtype with float32 anchors (variants but fused, suffixed :fp32): the fastest of them
+    anchors = [timing.summarize(s)["median_ms"] for v, s in samples.items()
+               if dtype != torch.float32 and v.endswith(":fp32") and not v.startswith("fused")]
     for v, s in samples.items():
         st = timing.summarize(s)
         out = outputs[v]
@@ -139,6 +155,8 @@ def bench_model(name, batch, args, dtype, progress=None):
         if logits32 is not None:
             drift = {"fp32_rel_diff": ((out - logits32).abs().max() / logits32.abs().max()).item(),
                      "fp32_top1_agree": (out.argmax(1) == logits32.argmax(1)).float().mean().item()}
+        if anchors:
+            drift["speedup_vs_best_fp32_anchor"] = min(anchors) / st["median_ms"]
         rows.append({"model": name, "batch": batch, "variant": v, **st, **drift,
                      "images_per_s": batch / (st["median_ms"] / 1e3),
                      "speedup": base_median / st["median_ms"], "speedup_over": baseline,
@@ -190,6 +208,12 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(e, file=sys.stderr)
             return 2
+    try:
+        for v in args.compare.split(","):
+            _variant_dtype(v.strip(), dtype)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
     if args.analytic:
         return run_analytic(args, batches, dtype)
     allocator = None if args.malloc_trim else malloc.keep_freed_memory()

@@ -44,6 +44,10 @@ def print_table(rows, title):
         for line, r in zip(lines, rows):
             line += [f"{r['fp32_rel_diff']:.1e}", f"{100 * r['fp32_top1_agree']:.0f}%"] if "fp32_rel_diff" in r \
                 else ["", ""]
+    if any("speedup_vs_best_fp32_anchor" in r for r in rows):  # with float32 anchors (variant:fp32)
+        headers.append("vs best fp32 anchor")
+        for line, r in zip(lines, rows):
+            line.append(f"{r['speedup_vs_best_fp32_anchor']:.2f}x" if "speedup_vs_best_fp32_anchor" in r else "")
     if Console is None:
         print(title)
         print(" | ".join(headers))

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastzoo
 from fastzoo import _ext, ops
+from fastzoo.activations import ACTIVATIONS
 from helpers import FORMATS, bn_vectors, check_close, expected_format, layout, num_threads, oracle, poison, rand
 
 
@@ -180,6 +181,14 @@ def test_mbconv_bf16_strips(impl, threads, cin, cexp, cout, k, stride, expand, s
     with num_threads(threads):
         run_mbconv(impl, n=3, cin=cin, cexp=cexp, cout=cout, h=13, w=11, k=k, stride=stride, expand=expand, se=se,
                    act="silu", residual=stride == 1 and cin == cout, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_fused_mbconv_bf16_activations(impl, act):
+    """bf16 fused_mbconv without projection: the conv, then the activation in place (in AVX-512 where the CPU has
+    AVX512-BF16); every activation, 3 * 7 * 5 * 5 outputs (a last vector of 13)."""
+    run_fused(impl, n=3, cin=4, cexp=7, cout=7, h=5, w=5, project=False, act=act, residual=False,
+              dtype=torch.bfloat16)
 
 
 # parallel_tasks: a thread that is ahead takes strips from the back of another's run, backwards, keeping the

@@ -149,7 +149,7 @@ class ChainGuard {
     if (model.is_none()) return x;
     if (!in_eval(model, n_training_)) return py::none();
     if (t.dim() != 4) return x;
-    if (t.size(1) == 3 && t.scalar_type() == at::kFloat && t.is_contiguous())
+    if (t.size(1) == 3 && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16) && t.is_contiguous())
       return py::reinterpret_steal<py::object>(THPVariable_Wrap(cpu::rgb_to_channels_last(t)));
     return py::reinterpret_steal<py::object>(THPVariable_Wrap(t.contiguous(at::MemoryFormat::ChannelsLast)));
   }

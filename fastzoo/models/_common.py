@@ -54,7 +54,7 @@ def to_channels_last_for_inference(model, x: torch.Tensor) -> torch.Tensor:
     """The fused CPU kernels vectorize over channels: run eval-mode models channels_last inside."""
     if model.training or x.dim() != 4:
         return x
-    if (x.shape[1] == 3 and x.dtype == torch.float32 and x.device.type == "cpu" and x.is_contiguous()
+    if (x.shape[1] == 3 and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu" and x.is_contiguous()
             and type(x) is torch.Tensor and not (x.requires_grad and torch.is_grad_enabled())
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing() and backends.cpu_kernels_in_use()):
         return _ext._C.rgb_to_channels_last(x)  # RGB images: ATen's strided copy took 2-5x a plain copy

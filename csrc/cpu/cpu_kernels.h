@@ -158,8 +158,10 @@ void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, i
 void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
                       c10::BFloat16* c, int64_t ldc, const float* sc, const float* sh, const c10::BFloat16* r,
                       int64_t ldr, Act act);
-// P rows of C values, float32 to bf16 (times gate[c] when gate is not null) and bf16 to float32.
+// P rows of C values, float32 (or bf16) to bf16, times gate[c] when gate is not null; and bf16 to float32.
 void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
+                  int64_t ldy);
+void rows_to_bf16(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
                   int64_t ldy);
 void rows_to_f32(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, float* y, int64_t ldy);
 // x[i] = act(x[i]) for n bf16 values, computed in float32 (AVX-512), split across the threads.

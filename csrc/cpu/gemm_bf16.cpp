@@ -142,18 +142,31 @@ void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, i
   gemm_bf16_impl(a, lda, wp, P, K, Cout, reinterpret_cast<uint16_t*>(c), ldc, sc, sh, r, ldr, act);
 }
 
-FZ_BF16 void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
-                          int64_t ldy) {
+template <typename In>
+FZ_BF16 inline void rows_to_bf16_impl(const In* x, int64_t P, int64_t C, int64_t ldx, const float* gate,
+                                      c10::BFloat16* y, int64_t ldy) {
   for (int64_t p = 0; p < P; ++p) {
-    const float* xp = x + p * ldx;
+    const In* xp = x + p * ldx;
     auto* yp = reinterpret_cast<uint16_t*>(y + p * ldy);
     for (int64_t c0 = 0; c0 < C; c0 += 16) {
       const __mmask16 m = C - c0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c0)) - 1);
-      __m512 v = _mm512_maskz_loadu_ps(m, xp + c0);
+      __m512 v;
+      if constexpr (std::is_same_v<In, float>) v = _mm512_maskz_loadu_ps(m, xp + c0);
+      else v = bf16_to_f32(_mm256_maskz_loadu_epi16(m, xp + c0));
       if (gate) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, gate + c0));
       store16(yp + c0, v, m);
     }
   }
+}
+
+FZ_BF16 void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
+                          int64_t ldy) {
+  rows_to_bf16_impl(x, P, C, ldx, gate, y, ldy);
+}
+
+FZ_BF16 void rows_to_bf16(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, const float* gate,
+                          c10::BFloat16* y, int64_t ldy) {
+  rows_to_bf16_impl(reinterpret_cast<const uint16_t*>(x), P, C, ldx, gate, y, ldy);
 }
 
 FZ_BF16 void act_bf16_inplace(c10::BFloat16* x, int64_t n, Act act) {
@@ -189,6 +202,9 @@ void gemm_bf16_bn_act(const c10::BFloat16*, int64_t, const uint16_t*, int64_t, i
   TORCH_CHECK(false, "gemm_bf16_bn_act: built without AVX2");
 }
 void rows_to_bf16(const float*, int64_t, int64_t, int64_t, const float*, c10::BFloat16*, int64_t) {
+  TORCH_CHECK(false, "rows_to_bf16: built without AVX2");
+}
+void rows_to_bf16(const c10::BFloat16*, int64_t, int64_t, int64_t, const float*, c10::BFloat16*, int64_t) {
   TORCH_CHECK(false, "rows_to_bf16: built without AVX2");
 }
 void rows_to_f32(const c10::BFloat16*, int64_t, int64_t, int64_t, float*, int64_t) {

@@ -67,8 +67,8 @@ __attribute__((target("avx512f,avx512bw"))) void rgb_row_bf16(const uint16_t* r,
     const __m512i vr = _mm512_loadu_si512(r + w), vg = _mm512_loadu_si512(g + w), vb = _mm512_loadu_si512(bl + w);
     for (int k = 0; k < 3; ++k) {
       const __m512i rg = _mm512_permutex2var_epi16(vr, _mm512_loadu_si512(kIl32.rg[k].data()), vg);
-      _mm512_storeu_si512(o + 3 * w + 32 * k,
-                          _mm512_mask_permutexvar_epi16(rg, kIl32.from_b[k], _mm512_loadu_si512(kIl32.b[k].data()), vb));
+      const __m512i idx_b = _mm512_loadu_si512(kIl32.b[k].data());
+      _mm512_storeu_si512(o + 3 * w + 32 * k, _mm512_mask_permutexvar_epi16(rg, kIl32.from_b[k], idx_b, vb));
     }
   }
   for (; w < W; ++w) {

@@ -21,6 +21,7 @@ def collect() -> dict:
         "triton": triton_version,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "extension": _ext.build_info(),
+        "cpu_kernels": dict(_ext._C.cpu_kernels()) if _ext.loaded() else None,
         "backend": backends.get_backend(),
         "runnable": {d: backends.available_backends(d) for d in devices},
         "auto": {d: backends.resolve(d) for d in devices} if backends.get_backend() == "auto" else None,
@@ -48,6 +49,9 @@ def main(argv=None) -> int:
     else:
         cuda = f"CUDA {ext['cuda_version']} kernels for archs {ext['cuda_archs']}" if ext["cuda"] else "no CUDA kernels"
         print(f"fastzoo._C: C++ CPU kernels, {cuda}")
+        paths = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512bf16": "AVX512-BF16 (the bf16 GEMMs)"}
+        on = [name for key, name in paths.items() if info["cpu_kernels"][key]]
+        print(f"CPU kernel paths on this CPU: {', '.join(on) or 'generic (no AVX2)'}")
     print(f"GPUs: {', '.join(info['cuda_devices']) or 'none visible'}")
     print(f"backend setting: {info['backend']}")
     for device, names in info["runnable"].items():

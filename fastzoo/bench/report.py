@@ -22,7 +22,9 @@ def machine():
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    from fastzoo import _ext
+    return {"cpu": cpu, "cpu_kernels": dict(_ext._C.cpu_kernels()) if _ext.loaded() else None,
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

@@ -11,10 +11,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
 #include "cpu_kernels.h"
+#include "row_tiles.h"
 #include "fastzoo/cpu_vec.h"
 #include "vec512.h"
 
@@ -84,18 +83,7 @@ void panel_rows_bf16(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t
   auto tile_at = [&]<int MR>(int64_t p) {
     tile_bf16<MR, A, Out>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, r ? r + p * ldr : nullptr, ldr, m);
   };
-  int64_t p = 0;
-  for (; p + kRowsBf16 <= P; p += kRowsBf16) tile_at.template operator()<kRowsBf16>(p);
-  switch (P - p) {
-    case 7: tile_at.template operator()<7>(p); break;
-    case 6: tile_at.template operator()<6>(p); break;
-    case 5: tile_at.template operator()<5>(p); break;
-    case 4: tile_at.template operator()<4>(p); break;
-    case 3: tile_at.template operator()<3>(p); break;
-    case 2: tile_at.template operator()<2>(p); break;
-    case 1: tile_at.template operator()<1>(p); break;
-    default: break;
-  }
+  row_tiles<kRowsBf16>(0, P, tile_at);
 }
 
 template <typename Out>

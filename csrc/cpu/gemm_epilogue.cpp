@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "row_tiles.h"
 #include "fastzoo/cpu_vec.h"
 #include "vec512.h"
 
@@ -192,15 +193,7 @@ void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t
       const float* rp = r ? r + p * ldr : nullptr;
       tile512<kRows512, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
     }
-  for (; p + kRows <= P; p += kRows) tile_at.template operator()<kRows>(p);
-  switch (P - p) {
-    case 5: tile_at.template operator()<5>(p); break;
-    case 4: tile_at.template operator()<4>(p); break;
-    case 3: tile_at.template operator()<3>(p); break;
-    case 2: tile_at.template operator()<2>(p); break;
-    case 1: tile_at.template operator()<1>(p); break;
-    default: break;
-  }
+  row_tiles<kRows>(p, P, tile_at);
 }
 #endif
 

@@ -1,4 +1,5 @@
-// The cache-tiled mbconv fast path (float32, dense channels_last in and out).
+// The cache-tiled mbconv fast path (float32, or bf16 where the CPU has AVX512-BF16; dense channels_last in and
+// out). bf16 runs its GEMMs in bf16 (gemm_bf16_bn_act) and keeps the expanded rows and the depthwise in float32.
 //
 // Per sample and strip of output rows, the expanded rows the strip needs (its rows plus the depthwise
 // halo) are computed into a per-thread buffer, go through BN + act, the depthwise conv + BN + act and
@@ -173,7 +174,6 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
                   const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,
                   bool residual, at::Tensor& out) {
   const auto cl = at::MemoryFormat::ChannelsLast;
-  // bf16: the GEMMs in bf16 (gemm_bf16_bn_act), the expanded rows and the depthwise in float32
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   if ((x.scalar_type() != at::kFloat && !(bf16 && cpu_has_avx512bf16())) || !x.is_contiguous(cl) ||
       !out.is_contiguous(cl) || dw_weight.scalar_type() != x.scalar_type() || pw2d.scalar_type() != x.scalar_type())

@@ -164,6 +164,8 @@ void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float
 void rows_to_bf16(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
                   int64_t ldy);
 void rows_to_f32(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, float* y, int64_t ldy);
+// dst = packed bf16 panels wp (pack_panels_bf16 of a (Cout, K) weight) with input channel k times gate[k].
+void gate_panels_bf16(const uint16_t* wp, int64_t K, int64_t Cout, const float* gate, uint16_t* dst);
 // x[i] = act(x[i]) for n bf16 values, computed in float32 (AVX-512), split across the threads.
 void act_bf16_inplace(c10::BFloat16* x, int64_t n, Act act);
 // A running BlockChain step's bf16 weight packed by pack_panels_bf16, or null (as prepacked_panels).

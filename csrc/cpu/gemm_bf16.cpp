@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "cpu_kernels.h"
 #include "row_tiles.h"
@@ -170,6 +171,21 @@ FZ_BF16 void act_bf16_inplace(c10::BFloat16* x, int64_t n, Act act) {
   });
 }
 
+FZ_BF16 void gate_panels_bf16(const uint16_t* wp, int64_t K, int64_t Cout, const float* gate, uint16_t* dst) {
+  const int64_t K2 = (K + 1) / 2, panels = (Cout + 15) / 16;
+  for (int64_t j = 0; j < K2; ++j) {
+    uint32_t g[2] = {0, 0};  // gate[2j], gate[2j + 1] (0 past an odd K's end): lanes 2i and 2i + 1
+    std::memcpy(g, gate + 2 * j, sizeof(float) * (2 * j + 1 < K ? 2 : 1));
+    const __m512 gv = _mm512_castsi512_ps(_mm512_set1_epi64(static_cast<int64_t>((uint64_t{g[1]} << 32) | g[0])));
+    for (int64_t p = 0; p < panels; ++p) {
+      const __m512i v = _mm512_loadu_si512(wp + (p * K2 + j) * 32);
+      const __m512 lo = _mm512_mul_ps(bf16_to_f32(_mm512_castsi512_si256(v)), gv);
+      const __m512 hi = _mm512_mul_ps(bf16_to_f32(_mm512_extracti64x4_epi64(v, 1)), gv);
+      _mm512_storeu_si512(dst + (p * K2 + j) * 32, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+    }
+  }
+}
+
 FZ_BF16 void rows_to_f32(const c10::BFloat16* x, int64_t P, int64_t C, int64_t ldx, float* y, int64_t ldy) {
   for (int64_t p = 0; p < P; ++p) {
     const auto* xp = reinterpret_cast<const uint16_t*>(x + p * ldx);
@@ -199,6 +215,9 @@ void rows_to_f32(const c10::BFloat16*, int64_t, int64_t, int64_t, float*, int64_
   TORCH_CHECK(false, "rows_to_f32: built without AVX2");
 }
 void act_bf16_inplace(c10::BFloat16*, int64_t, Act) { TORCH_CHECK(false, "act_bf16_inplace: built without AVX2"); }
+void gate_panels_bf16(const uint16_t*, int64_t, int64_t, const float*, uint16_t*) {
+  TORCH_CHECK(false, "gate_panels_bf16: built without AVX2");
+}
 #endif
 
 int64_t packed_panels_bf16_size(int64_t K, int64_t Cout) { return (Cout + 15) / 16 * 16 * ((K + 1) / 2 * 2); }

@@ -243,13 +243,14 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // The weights packed into the caller's scratch. With SE, the projection's gate is folded into its packed
   // weights where that is less work than gating the Cmid-wide rows of the dw output: fewer output channels
   // than pixels, as in nearly every block (packed in pass 2, for one image, or per image by each thread).
-  // bf16 gates the rows as it converts them for the projection instead.
-  const bool gate_weights = se && Cout < OP && !bf16;
+  // bf16 gates its packed bf16 weights per image the same way (gate_panels_bf16), or else the rows as it
+  // converts them for the projection.
+  const bool gate_weights = se && Cout < OP;
   // (a BlockChain's are packed already: prepacked_panels)
   const float* ew_pre = has_expand && !bf16 ? prepacked_panels(ew2d) : nullptr;
   const float* pw_pre = bf16 ? nullptr : prepacked_panels(pw2d);
   const float* ewp = ew_pre;
-  const float* pwp = gate_weights ? nullptr : pw_pre;
+  const float* pwp = gate_weights && !bf16 ? nullptr : pw_pre;
   std::vector<PackJob> jobs;
   if (has_expand && !ewp && !bf16) {
     jobs.push_back({&ew2d, nullptr, scratch(3, packed_panels_size(Cin, Cmid))});
@@ -279,6 +280,11 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     else
       rows_to_f32(xb + at, P, Cin, Cin, e, Cmid);
   };
+  // P bf16 rows a projected by the packed weights w16 (+ BN (+ residual)) into the output pixels q.. (of all images)
+  auto project_bf16 = [&](const c10::BFloat16* a, int64_t P, int64_t q, const uint16_t* w16) {
+    gemm_bf16_bn_act(a, Cmid, w16, P, Cmid, Cout, ob + q * Cout, Cout, fp(psc), fp(psh),
+                     residual ? xb + q * Cin : nullptr, Cin, Act::Identity);
+  };
   // P dw-output rows d projected (+ BN (+ residual)) into the output pixels q.. (of all images): float32 with the
   // packed weights wp, bf16 (d float32, or bf16 with SE) with the rows times `gate` (when not null) converted first.
   auto project_rows = [&](const auto* d, int64_t P, int64_t q, const float* wp, const float* gate) {
@@ -291,8 +297,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
     }
     auto* a = reinterpret_cast<c10::BFloat16*>(scratch(7, (P * Cmid + 1) / 2));
     rows_to_bf16(d, P, Cmid, Cmid, gate, a, Cmid);
-    gemm_bf16_bn_act(a, Cmid, pw16, P, Cmid, Cout, ob + q * Cout, Cout, fp(psc), fp(psh),
-                     residual ? xb + q * Cin : nullptr, Cin, Act::Identity);
+    project_bf16(a, P, q, pw16);
   };
   // pass 1: expand + BN + act + depthwise + BN + act per strip; without SE, the projection right away
   // with SE: the dw output (N, OH, OW, Cmid), the calling thread's scratch up to kScratchMax floats (a fresh
@@ -375,13 +380,20 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   const float* gp = g.const_data_ptr<float>();
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = balanced_parts(N, OP, (OP + PB - 1) / PB, threads);
-  if (gate_weights && N == 1) pwp = packed(4, pw2d, gp, pw_pre);
+  if (gate_weights && N == 1 && !bf16) pwp = packed(4, pw2d, gp, pw_pre);
   parallel_tasks(N * chunks, [&] {
-    return [&, wp = pwp, packed_n = int64_t{N == 1 ? 0 : -1}](int64_t t) mutable {
+    return [&, wp = pwp, w16 = static_cast<uint16_t*>(nullptr), packed_n = int64_t{N == 1 && !bf16 ? 0 : -1}](
+               int64_t t) mutable {
       const int64_t n = t / chunks, p0 = OP * (t % chunks) / chunks, P = OP * (t % chunks + 1) / chunks - p0;
       if (hb) {
-        project_rows(hb + (n * OP + p0) * Cmid, P, n * OP + p0, nullptr, gp + n * Cmid);
-        return;
+        const c10::BFloat16* h = hb + (n * OP + p0) * Cmid;
+        if (!gate_weights) return project_rows(h, P, n * OP + p0, nullptr, gp + n * Cmid);
+        if (n != packed_n) {
+          if (!w16) w16 = reinterpret_cast<uint16_t*>(scratch(5, (packed_panels_bf16_size(Cmid, Cout) + 1) / 2));
+          gate_panels_bf16(pw16, Cmid, Cout, gp + n * Cmid, w16);
+          packed_n = n;
+        }
+        return project_bf16(h, P, n * OP + p0, w16);
       }
       float* d = hp + (n * OP + p0) * Cmid;
       if (!gate_weights) {

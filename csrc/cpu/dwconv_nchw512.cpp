@@ -50,12 +50,6 @@ struct Column {
   __mmask16 om;
 };
 
-// lanes l of [0, 16) with lo <= l < hi
-inline __mmask16 lanes(int64_t lo, int64_t hi) {
-  lo = std::clamp<int64_t>(lo, 0, 16), hi = std::clamp<int64_t>(hi, 0, 16);
-  return hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
-}
-
 template <int K, int S>
 std::vector<Column<K, S>> columns(const Plane& p) {
   constexpr int64_t pad = K / 2;

@@ -103,7 +103,7 @@ void gemm_bf16_impl(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int
       const int64_t mrows = std::min(rows, P - p0);
       for (int64_t o0 = 0; o0 < Cout; o0 += 16) {
         const int64_t n = std::min<int64_t>(16, Cout - o0);
-        const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+        const __mmask16 m = lanes(0, n);
         panel_rows_bf16<A, Out>(a16 + p0 * lda, lda, wp + o0 * 2 * K2, mrows, K, c + p0 * ldc + o0, ldc, sc + o0,
                                 sh + o0, r16 ? r16 + p0 * ldr + o0 : nullptr, ldr, m);
       }
@@ -138,7 +138,7 @@ FZ_BF16 inline void rows_to_bf16_impl(const In* x, int64_t P, int64_t C, int64_t
     const In* xp = x + p * ldx;
     auto* yp = reinterpret_cast<uint16_t*>(y + p * ldy);
     for (int64_t c0 = 0; c0 < C; c0 += 16) {
-      const __mmask16 m = C - c0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c0)) - 1);
+      const __mmask16 m = lanes(0, C - c0);
       __m512 v;
       if constexpr (std::is_same_v<In, float>) v = _mm512_maskz_loadu_ps(m, xp + c0);
       else v = bf16_to_f32(_mm256_maskz_loadu_epi16(m, xp + c0));
@@ -164,7 +164,7 @@ FZ_BF16 void act_bf16_inplace(c10::BFloat16* x, int64_t n, Act act) {
     constexpr Act A = decltype(A_)::value;
     at::parallel_for(0, (n + 15) / 16, 2048, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) {
-        const __mmask16 m = n - 16 * i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - 16 * i)) - 1);
+        const __mmask16 m = lanes(0, n - 16 * i);
         store16(p + 16 * i, vact512<A>(bf16_to_f32(_mm256_maskz_loadu_epi16(m, p + 16 * i))), m);
       }
     });
@@ -190,7 +190,7 @@ FZ_BF16 void rows_to_f32(const c10::BFloat16* x, int64_t P, int64_t C, int64_t l
   for (int64_t p = 0; p < P; ++p) {
     const auto* xp = reinterpret_cast<const uint16_t*>(x + p * ldx);
     for (int64_t c0 = 0; c0 < C; c0 += 16) {
-      const __mmask16 m = C - c0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c0)) - 1);
+      const __mmask16 m = lanes(0, C - c0);
       _mm512_mask_storeu_ps(y + p * ldy + c0, m, bf16_to_f32(_mm256_maskz_loadu_epi16(m, xp + c0)));
     }
   }

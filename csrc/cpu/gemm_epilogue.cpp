@@ -113,7 +113,7 @@ template <int MR>
 FZ_AVX512 __attribute__((always_inline)) inline void silu512_epilogue(const __m512 (&acc)[MR], float* c,
                                                                       int64_t ldc, const float* sc, const float* sh,
                                                                       const float* r, int64_t ldr, int64_t last) {
-  const __mmask16 m = static_cast<__mmask16>((1u << (8 + last)) - 1);  // the panel's valid channels
+  const __mmask16 m = lanes(0, 8 + last);  // the panel's valid channels
   const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -207,7 +207,7 @@ bool cpu_has_avx512f() {
 
 FZ_AVX512 void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
-    const __mmask16 m = C - c0 >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (C - c0)) - 1);
+    const __mmask16 m = lanes(0, C - c0);
     __m512 tot = _mm512_setzero_ps();
     for (int64_t p = 0; p < P; ++p) {
       float* q = y + p * ldy + c0;

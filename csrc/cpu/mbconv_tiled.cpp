@@ -91,6 +91,8 @@ float* scratch(int slot, int64_t n) {
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
 }
+// The same slots holding n 16-bit values (packed bf16 weights, bf16 rows).
+uint16_t* scratch16(int slot, int64_t n) { return reinterpret_cast<uint16_t*>(scratch(slot, (n + 1) / 2)); }
 
 // w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot (pack_jobs: split
 // across the threads outside a parallel region); from w's prepacked panels `pre` where there are some (then
@@ -263,7 +265,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   pack_jobs(jobs);
   auto packed_bf16 = [&](int slot, const at::Tensor& w) {
     if (const uint16_t* pre = prepacked_panels_bf16(w)) return pre;
-    auto* wp = reinterpret_cast<uint16_t*>(scratch(slot, (packed_panels_bf16_size(w.size(1), w.size(0)) + 1) / 2));
+    uint16_t* wp = scratch16(slot, packed_panels_bf16_size(w.size(1), w.size(0)));
     pack_panels_bf16(w, wp);
     return static_cast<const uint16_t*>(wp);
   };
@@ -295,7 +297,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         return;
       }
     }
-    auto* a = reinterpret_cast<c10::BFloat16*>(scratch(7, (P * Cmid + 1) / 2));
+    auto* a = reinterpret_cast<c10::BFloat16*>(scratch16(7, P * Cmid));
     rows_to_bf16(d, P, Cmid, Cmid, gate, a, Cmid);
     project_bf16(a, P, q, pw16);
   };
@@ -389,7 +391,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
         const c10::BFloat16* h = hb + (n * OP + p0) * Cmid;
         if (!gate_weights) return project_rows(h, P, n * OP + p0, nullptr, gp + n * Cmid);
         if (n != packed_n) {
-          if (!w16) w16 = reinterpret_cast<uint16_t*>(scratch(5, (packed_panels_bf16_size(Cmid, Cout) + 1) / 2));
+          if (!w16) w16 = scratch16(5, packed_panels_bf16_size(Cmid, Cout));
           gate_panels_bf16(pw16, Cmid, Cout, gp + n * Cmid, w16);
           packed_n = n;
         }

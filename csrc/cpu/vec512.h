@@ -2,6 +2,8 @@
 // FZ_AVX512 are compiled for AVX-512F on their own, whatever the global flags (the rest of the extension stays
 // AVX2, which every CPU the wheels support runs). Include after fastzoo/cpu_vec.h, inside its AVX2 region.
 #pragma once
+#include <algorithm>
+
 #include "fastzoo/cpu_vec.h"
 
 #if FZ_AVX2
@@ -9,6 +11,12 @@
 
 namespace fastzoo {
 namespace cpu {
+
+// lanes l of [0, 16) with lo <= l < hi (lanes(0, n): the first n, all 16 for n >= 16)
+inline __mmask16 lanes(int64_t lo, int64_t hi) {
+  lo = std::clamp<int64_t>(lo, 0, 16), hi = std::clamp<int64_t>(hi, 0, 16);
+  return hi > lo ? static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)) : 0;
+}
 
 // v * sigmoid(v) = v / (1 + exp(-v)). exp(-v) with v clamped to [-100, 87.34] (below -88.7 it is inf and the
 // result -0): -v = n ln2 + r, |r| <= ln2 / 2, 2^n by vscalefps, e^r by a degree-5 polynomial (Horner, fitted

@@ -106,7 +106,7 @@ def bench_model(name, batch, args, dtype, progress=None):
     with torch.inference_mode(False):  # real parameters, not inference tensors
         model32 = fastzoo.create_model(name).eval().to(device=device)
         models = {torch.float32: model32}
-        for _, dt in {_variant_dtype(v, dtype) for v in wanted} | {(None, dtype)}:
+        for dt in {_variant_dtype(v, dtype)[1] for v in wanted}:
             models.setdefault(dt, copy.deepcopy(model32).to(dtype=dt))
     x32 = torch.randn(batch, 3, args.img_size, args.img_size, device=device)
     inputs = {dt: x32.to(dt) for dt in models}

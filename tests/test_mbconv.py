@@ -87,15 +87,20 @@ def test_fused_mbconv_kernel_stride(impl, k, stride, act):
     run_fused(impl, k=k, stride=stride, cout=24, residual=False, h=11, w=10, act=act)
 
 
-# Few input channels (the stems): the CPU runs a direct conv for K*K*Cin <= 80 into channels_last output,
-# with output channels in register blocks of up to 64 (72 takes a second block and a partial vector).
+# Few input channels (the stems): the CPU runs a direct conv for K*K*Cin <= 80 into channels_last output, in
+# AVX-512 (bf16 too) where the CPU has it: tiles of up to 8 pixels (a shorter last one) x up to 64 channels (72
+# takes a second block and a partial vector), patches read in place inside channels_last x and gathered at the
+# borders; K 3 with 3 channels unrolled at compile time; in bf16 odd patch rows (K * Cin) end in a lone value.
 @pytest.mark.parametrize("n,cin,cout,h,w,k,stride,project", [
     (1, 3, 16, 15, 13, 3, 2, False), (2, 3, 32, 12, 11, 3, 2, False), (1, 3, 72, 9, 9, 3, 1, False),
-    (1, 3, 40, 10, 9, 5, 2, True), (2, 8, 20, 7, 8, 3, 1, False)])
+    (1, 3, 40, 10, 9, 5, 2, True), (2, 8, 20, 7, 8, 3, 1, False), (1, 3, 16, 6, 37, 3, 2, False),
+    (1, 3, 24, 5, 30, 3, 1, False), (1, 3, 48, 9, 25, 5, 2, False)])
 @pytest.mark.parametrize("act", ["hardswish", "silu"])  # silu: in AVX-512 after each row where the CPU has it
-def test_fused_mbconv_few_input_channels(impl, act, n, cin, cout, h, w, k, stride, project):
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_mbconv_few_input_channels(impl, dtype, fmt, act, n, cin, cout, h, w, k, stride, project):
     run_fused(impl, n=n, cin=cin, cexp=cout, cout=cout if not project else 24, h=h, w=w, k=k, stride=stride,
-              project=project, act=act, residual=False)
+              project=project, act=act, residual=False, fmt=fmt, dtype=dtype)
 
 
 @settings(max_examples=20, deadline=None)

@@ -111,6 +111,7 @@ void row_any(int nv, const float* x, Strides4 xs, const float* wt, int64_t Cpad,
 
 bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
                        const at::Tensor& shift, int64_t stride, Act act, at::Tensor& out) {
+  if (conv_few_channels512(x, weight, scale, shift, stride, act, out)) return true;
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t C = weight.size(0), K = weight.size(3), pad = K / 2, OH = out.size(2), OW = out.size(3);
   const int64_t KKC = K * K * Cin;

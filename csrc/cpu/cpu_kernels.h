@@ -185,10 +185,14 @@ void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float*
                      Act act, at::Tensor& out);
 
 // act(conv(x, weight) * scale + shift) into out, a KxK conv (groups 1, padding K//2) for few input channels
-// (K*K*Cin <= 80: the stems), float32, out dense channels_last; scale/shift float. False (nothing written)
-// where it does not apply (conv_few_channels.cpp).
+// (K*K*Cin <= 80: the stems), float32 (bf16 through conv_few_channels512), out dense channels_last; scale/shift
+// float. False (nothing written) where it does not apply (conv_few_channels.cpp).
 bool conv_few_channels(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
                        const at::Tensor& shift, int64_t stride, Act act, at::Tensor& out);
+// conv_few_channels in AVX-512 (conv_few_channels512.cpp), float32 or bf16 (bf16 weight and out): false where
+// the CPU lacks AVX-512F (AVX512-BF16 for bf16) or it does not apply; conv_few_channels tries it first.
+bool conv_few_channels512(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                          const at::Tensor& shift, int64_t stride, Act act, at::Tensor& out);
 
 // An op's output tensor: at::empty, or while a BlockChain runs (block_chain.cpp) a view of one of the two
 // ping-pong buffers it keeps between runs (no fresh pages to fault in per call). An op calls it once, for

@@ -17,36 +17,15 @@
 #include "row_tiles.h"
 #include "fastzoo/cpu_vec.h"
 #include "vec512.h"
+#include "vec512_bf16.h"
 
 namespace fastzoo {
 namespace cpu {
 
 #if FZ_AVX2
-#define FZ_BF16 __attribute__((target("avx,avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
-
 namespace {
 
 constexpr int kRowsBf16 = 8;
-
-FZ_BF16 inline __m512 bf16_to_f32(__m256i v) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
-}
-
-// acc += the pair a[0..1] (broadcast from memory inside the instruction) . w: GCC otherwise broadcasts into a
-// register first, one more instruction per row and pair (bf16 efficientnet_b0 and mobilenet_v2 at batch 32 1.05x
-// slower that way, in-process A/B)
-FZ_BF16 __attribute__((always_inline)) inline __m512 dp_bcast(__m512 acc, const uint16_t* a, __m512bh w) {
-  asm("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const uint32_t*>(a)));
-  return acc;
-}
-
-template <typename Out>
-FZ_BF16 inline void store16(Out* c, __m512 v, __mmask16 m) {
-  if constexpr (std::is_same_v<Out, float>)
-    _mm512_mask_storeu_ps(c, m, v);
-  else
-    _mm256_mask_storeu_epi16(c, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
-}
 
 // c rows 0.. MR of the panel's channels in mask m = act(a rows @ panel * sc + sh (+ r)).
 template <int MR, Act A, typename Out>
@@ -63,11 +42,11 @@ FZ_BF16 __attribute__((noinline)) void tile_bf16(const uint16_t* a, int64_t lda,
     for (int i = 0; i < MR; ++i)
       acc[i] = dp_bcast(acc[i], a + i * lda + 2 * j, w);
   }
-  if (K & 1) {  // the last channel alone: its pair's upper half 0 (never read past the row)
+  if (K & 1) {  // the last channel alone
     const __m512bh w = reinterpret_cast<__m512bh>(_mm512_loadu_si512(wp + 32 * K2));
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
-      acc[i] = _mm512_dpbf16_ps(acc[i], reinterpret_cast<__m512bh>(_mm512_set1_epi32(a[i * lda + K - 1])), w);
+      acc[i] = dp_last(acc[i], a + i * lda + K - 1, w);
   }
   const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
 #pragma GCC unroll 16

@@ -199,8 +199,7 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   at::Tensor h;
   // Fold the BN scale into the weights when they are smaller than the conv's output (stems: one tiny
   // pass); otherwise one epilogue pass over the output beats rescaling big weights on every call.
-  if (fast && x.scalar_type() == at::kFloat &&
-      conv_few_channels(x, conv_weight, csc, csh, stride, act,
+  if (fast && conv_few_channels(x, conv_weight, csc, csh, stride, act,
                         h = has_proj ? at::empty({N, Cmid, OH, OW}, x.options(), fmt)
                                      : new_output({N, Cmid, OH, OW}, x.options(), fmt))) {
     // direct conv (stems)

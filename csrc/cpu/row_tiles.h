@@ -1,4 +1,5 @@
-// Rows in register tiles of a compile-time height, for the GEMM kernels (gemm_epilogue.cpp, gemm_bf16.cpp).
+// Rows in register tiles of a compile-time height, for the GEMM kernels (gemm_epilogue.cpp, gemm_bf16.cpp) and
+// the stems' pixels (conv_few_channels512.cpp).
 #pragma once
 #include <cstdint>
 

@@ -185,17 +185,20 @@ def test_the_chain_packs_weights_again_when_they_change(op, dtype):
 
 
 @pytest.mark.parametrize("layout,dtype", [("channels_last", torch.float32), ("nchw", torch.float32),
-                                          ("channels_last", torch.float64)])
+                                          ("channels_last", torch.float64), ("channels_last", torch.bfloat16),
+                                          ("nchw", torch.bfloat16)])
 def test_block_chain_global_avg_pool(layout, dtype):
-    """The head's pool step: its own loop on dense channels_last float32, ATen's mean otherwise."""
+    """The head's pool step: its own loop on dense channels_last float32 and bf16 (summed in float32, rounded
+    once: within a bf16 ulp of the float64 mean), ATen's mean otherwise."""
     chain = fastzoo._ext._C.BlockChain()
     chain.add("global_avg_pool", [], [], [])
-    x = torch.randn(2, 37, 7, 5, dtype=dtype)
+    x = (torch.randn(3, 37, 7, 5) + 4).to(dtype)  # a mean far from 0: bf16 rounding of partial sums would show
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     y = chain.run(x)
-    assert y.shape == (2, 37, 1, 1)
-    torch.testing.assert_close(y, x.double().mean((2, 3), keepdim=True).to(dtype))
+    assert y.shape == (3, 37, 1, 1) and y.dtype == dtype
+    tol = dict(rtol=2**-8, atol=0) if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(y, x.double().mean((2, 3), keepdim=True).to(dtype), **tol)
 
 
 def test_block_chain_rejects_bad_steps():

@@ -1,6 +1,9 @@
 #include "block_chain.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
+
+#include <vector>
 
 #include "cpu_kernels.h"
 
@@ -129,27 +132,34 @@ at::Tensor prepacked_dw_kc(const at::Tensor& w) {
 
 namespace {
 // x (N, C, H, W) averaged over H and W into (N, C, 1, 1): a classifier head's adaptive average pool to 1x1.
-// Dense channels_last float32 (the chain's layout) summed row by row in pixel order, as ATen's channels_last
-// kernel does; anything else through ATen.
+// Dense channels_last float32 or bf16 (the chain's layouts) summed in float32 row by row in pixel order, as
+// ATen's channels_last kernel does, and rounded once; anything else through ATen. (bf16 through ATen converted
+// the whole input to float32 first: 0.3 ms of mobilenet_v3_small's 17 ms forward at batch 32.)
+template <typename T>
+void pool_images(const T* xp, T* op, int64_t N, int64_t P, int64_t C) {
+  at::parallel_for(0, N, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(C);
+    for (int64_t n = b; n < e; ++n) {
+      const T* xn = xp + n * P * C;
+      for (int64_t c = 0; c < C; ++c) acc[c] = static_cast<float>(xn[c]);
+      for (int64_t p = 1; p < P; ++p)
+        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<float>(xn[p * C + c]);
+      for (int64_t c = 0; c < C; ++c) op[n * C + c] = static_cast<T>(acc[c] / static_cast<float>(P));
+    }
+  });
+}
+
 at::Tensor global_avg_pool(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "global_avg_pool: expected a 4-d input, got ", x.dim(), " dimensions");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
   at::Tensor out = new_output({N, C, 1, 1}, x.options(), at::MemoryFormat::Contiguous);
   const bool dense_cl = x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == P * C;
-  if (x.scalar_type() != at::kFloat || !dense_cl || P == 0) {
+  if (x.scalar_type() == at::kFloat && dense_cl && P > 0)
+    pool_images(x.const_data_ptr<float>(), out.data_ptr<float>(), N, P, C);
+  else if (x.scalar_type() == at::kBFloat16 && dense_cl && P > 0)
+    pool_images(x.const_data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(), N, P, C);
+  else
     out.copy_(x.mean({2, 3}, true));
-    return out;
-  }
-  const float* xp = x.const_data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  for (int64_t n = 0; n < N; ++n) {
-    float* o = op + n * C;
-    const float* xn = xp + n * P * C;
-    std::copy_n(xn, C, o);
-    for (int64_t p = 1; p < P; ++p)
-      for (int64_t c = 0; c < C; ++c) o[c] += xn[p * C + c];
-    for (int64_t c = 0; c < C; ++c) o[c] /= static_cast<float>(P);
-  }
   return out;
 }
 }  // namespace

@@ -16,6 +16,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <cstring>
 #include <vector>
 
 #include "cpu_kernels.h"
@@ -47,6 +48,17 @@ constexpr int kPixels = NV == 1 ? 8 : NV == 2 ? 6 : 4;
 template <typename T>
 struct Elem;
 
+// each pixel's accumulators start at the BN shift
+template <int NV, int PX>
+FZ_AVX512 __attribute__((always_inline)) inline void start(__m512 (&acc)[PX][NV], const float* sh, int64_t nc) {
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    const __m512 h = _mm512_maskz_loadu_ps(lanes(0, nc - 16 * v), sh + 16 * v);
+#pragma GCC unroll 8
+    for (int p = 0; p < PX; ++p) acc[p][v] = h;
+  }
+}
+
 template <>
 struct Elem<float> {
   static constexpr int64_t kPack = 1;
@@ -55,12 +67,7 @@ struct Elem<float> {
                                                        const float* wp, int64_t ws, const float* sh, float* y,
                                                        int64_t ldy, int64_t nc) {
     __m512 acc[PX][NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __m512 h = _mm512_maskz_loadu_ps(lanes(0, nc - 16 * v), sh + 16 * v);
-#pragma GCC unroll 8
-      for (int p = 0; p < PX; ++p) acc[p][v] = h;
-    }
+    start(acc, sh, nc);
     const int64_t K = Kc ? Kc : K_, RL = RLc ? RLc : RL_;
 #pragma GCC unroll 8
     for (int64_t r = 0; r < K; ++r)
@@ -92,12 +99,7 @@ struct Elem<uint16_t> {
                                                      const uint16_t* wp, int64_t ws, const float* sh, uint16_t* y,
                                                      int64_t ldy, int64_t nc) {
     __m512 acc[PX][NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __m512 h = _mm512_maskz_loadu_ps(lanes(0, nc - 16 * v), sh + 16 * v);
-#pragma GCC unroll 8
-      for (int p = 0; p < PX; ++p) acc[p][v] = h;
-    }
+    start(acc, sh, nc);
     const int64_t K = Kc ? Kc : K_, RL = RLc ? RLc : RL_;
 #pragma GCC unroll 8
     for (int64_t r = 0; r < K; ++r) {
@@ -112,7 +114,9 @@ struct Elem<uint16_t> {
           if constexpr (NV == 1) {
             acc[p][0] = dp_bcast(acc[p][0], q, w[0]);
           } else {  // one broadcast for NV instructions
-            const __m512bh b = reinterpret_cast<__m512bh>(_mm512_set1_epi32(*reinterpret_cast<const int32_t*>(q)));
+            int32_t pair;
+            std::memcpy(&pair, q, sizeof pair);
+            const __m512bh b = reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], b, w[v]);
           }

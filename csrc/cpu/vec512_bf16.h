@@ -28,7 +28,7 @@ FZ_BF16 __attribute__((always_inline)) inline __m512 dp_last(__m512 acc, const u
   return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(_mm512_set1_epi32(*a)), w);
 }
 
-// c[0..16) in mask m = v, as float32 or rounded to bf16 (Out uint16_t)
+// c[0..16) in mask m = v, as float32 (Out float) or rounded to bf16 (a 16-bit Out)
 template <typename Out>
 FZ_BF16 inline void store16(Out* c, __m512 v, __mmask16 m) {
   if constexpr (std::is_same_v<Out, float>)

@@ -153,10 +153,10 @@ at::Tensor global_avg_pool(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4, "global_avg_pool: expected a 4-d input, got ", x.dim(), " dimensions");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), P = H * W;
   at::Tensor out = new_output({N, C, 1, 1}, x.options(), at::MemoryFormat::Contiguous);
-  const bool dense_cl = x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == P * C;
-  if (x.scalar_type() == at::kFloat && dense_cl && P > 0)
+  const bool own = P > 0 && x.stride(1) == 1 && x.stride(3) == C && x.stride(2) == W * C && x.stride(0) == P * C;
+  if (own && x.scalar_type() == at::kFloat)
     pool_images(x.const_data_ptr<float>(), out.data_ptr<float>(), N, P, C);
-  else if (x.scalar_type() == at::kBFloat16 && dense_cl && P > 0)
+  else if (own && x.scalar_type() == at::kBFloat16)
     pool_images(x.const_data_ptr<c10::BFloat16>(), out.data_ptr<c10::BFloat16>(), N, P, C);
   else
     out.copy_(x.mean({2, 3}, true));

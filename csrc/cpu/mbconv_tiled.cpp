@@ -106,8 +106,10 @@ const float* packed(int slot, const at::Tensor& w, const float* gate, const floa
 
 // One image, channels split across threads: expand + BN + act, dw + BN + act (+ the SE sums) for blocks
 // of the expanded channels, a block per task; the SE gate; then the projection for a block of output channels per
-// thread, the gate folded into the packed weights. Each thread packs the weight panels it uses, one at a
-// time (packing all of them on the calling thread was a tenth of a 7x7 block, the other thread waiting).
+// thread. The gate multiplies the dw output's rows where they are fewer than the output channels (7x7 maps: 49
+// rows of 1152 against 192-320 weight columns: 2-3% off such a block, interleaved A/B) and the projection reads the
+// prepacked weights as they are; otherwise it is folded into the weights, each thread packing the panels it uses
+// one at a time (packing all of them on the calling thread was a tenth of a 7x7 block, the other thread waiting).
 void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
                           const at::Tensor& wkc, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
                           const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t Cin,
@@ -150,6 +152,12 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
     g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
   }
   const float* gp = se ? g.const_data_ptr<float>() : nullptr;
+  if (gp && OP < Cout) {  // gate the rows (see above)
+    at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) gate_rows_to(dbuf + p * Cmid, gp, dbuf + p * Cmid, Cmid);
+    });
+    gp = nullptr;
+  }
   const int64_t blocks = (Cout + CB - 1) / CB;
   if (blocks % threads == 0) {  // blocks of output channels per thread
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {

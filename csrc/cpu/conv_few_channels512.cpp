@@ -136,7 +136,7 @@ struct Elem<uint16_t> {
 #pragma GCC unroll 8
     for (int p = 0; p < PX; ++p)
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) store16(y + p * ldy + 16 * v, vact512<A>(acc[p][v]), lanes(0, nc - 16 * v));
+      for (int v = 0; v < NV; ++v) store16(y + p * ldy + 16 * v, vact512_bf16<A>(acc[p][v]), lanes(0, nc - 16 * v));
   }
 };
 

@@ -97,10 +97,11 @@ at::Tensor dw_weight_kc(const at::Tensor& weight, at::ScalarType acc);
 
 // Depthwise + BN + act (float32, channels_last addressing: pixel (ih, iw) of channel c at
 // x + ih * xs.h + iw * xs.w + c) for the output rows [oh0, oh1) of one image; wkc is the weight as
-// (K*K, C). sums, when not null, accumulates the per-channel sums of the stored output.
+// (K*K, C). sums, when not null, accumulates the per-channel sums of the stored output. bf16_grade: the output
+// ends in bfloat16 (a bf16 model's mbconv), so SiLU only needs bfloat16's precision (silu512_bf16).
 void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc, const float* sh, float* y,
                  Strides4 ys, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t K, int64_t stride,
-                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums);
+                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums, bool bf16_grade = false);
 
 // c (P x Cout, rows ldc apart) = a (P x K, rows lda apart) @ w^T, w (Cout x K) row-major, float32 (gemm.cpp):
 // one single-threaded BLAS call (for use inside at::parallel_for) ...
@@ -174,8 +175,8 @@ const uint16_t* prepacked_panels_bf16(const at::Tensor& w);
 // AVX-512F on this CPU, and FASTZOO_NO_AVX512 not set: SiLU then runs in AVX-512 (gemm_epilogue.cpp).
 bool cpu_has_avx512f();
 // y[p * ldy + c] = silu(y[p * ldy + c]) for P pixels of C channels, and sums[c] += their new values when
-// sums is not null. Only where cpu_has_avx512f().
-void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums);
+// sums is not null; bf16_grade: y ends in bfloat16, silu512_bf16 is precise enough. Only where cpu_has_avx512f().
+void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums, bool bf16_grade = false);
 
 // dwconv_bn_act of NCHW float32 x (unit-stride rows) into dense NCHW out in AVX-512, padding K//2, K 3 or 5 at
 // stride 1, K 3 at stride 2, output rows of 9 or more pixels or K 3 planes up to 8x8 (dwconv_nchw512.cpp); sc and

@@ -222,6 +222,7 @@ struct DwCL {
   scalar_t* y;
   Strides4 ys;
   DwShape s;
+  bool bf16_grade = false;  // the output ends in bfloat16: SiLU as silu512_bf16
 
   // One pixel's last cnt < L channels from c, taps [kh0, kh1) x [kw0, kw1) (the ones inside the image).
   inline void tail(const scalar_t* xb, scalar_t* yp, int64_t c, int64_t cnt, int64_t kh0, int64_t kh1, int64_t kw0,
@@ -330,7 +331,7 @@ struct DwCL {
         for (int64_t r = r0; r < r1; ++r) {
           linear.rows(r, r + 1, nullptr);
           const int64_t n = r / s.OH, oh = r % s.OH;
-          silu_rows_avx512(y + n * ys.n + oh * ys.h, s.OW, s.C, ys.w, SUMS ? sums + n * s.C : nullptr);
+          silu_rows_avx512(y + n * ys.n + oh * ys.h, s.OW, s.C, ys.w, SUMS ? sums + n * s.C : nullptr, bf16_grade);
         }
         return;
       }
@@ -866,12 +867,12 @@ void dw_nchw(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& sc
 
 void dw_rows_f32(const float* x, Strides4 xs, const float* wkc, const float* sc, const float* sh, float* y,
                  Strides4 ys, int64_t C, int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t K, int64_t stride,
-                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums) {
+                 int64_t pad, Act act, int64_t oh0, int64_t oh1, float* sums, bool bf16_grade) {
   const DwShape s{1, C, H, W, OH, OW, K, stride, pad};
   with_act(act, [&](auto A) {
     constexpr Act a = decltype(A)::value;
-    if (sums) DwCL<float, a, true>{x, xs, wkc, sc, sh, y, ys, s}.rows(oh0, oh1, sums);
-    else DwCL<float, a, false>{x, xs, wkc, sc, sh, y, ys, s}.rows(oh0, oh1, nullptr);
+    if (sums) DwCL<float, a, true>{x, xs, wkc, sc, sh, y, ys, s, bf16_grade}.rows(oh0, oh1, sums);
+    else DwCL<float, a, false>{x, xs, wkc, sc, sh, y, ys, s, bf16_grade}.rows(oh0, oh1, nullptr);
   });
 }
 

@@ -205,22 +205,29 @@ bool cpu_has_avx512f() {
   return yes;
 }
 
-FZ_AVX512 void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
+template <bool BF16_GRADE>
+FZ_AVX512 void silu_rows_impl(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     const __mmask16 m = lanes(0, C - c0);
     __m512 tot = _mm512_setzero_ps();
     for (int64_t p = 0; p < P; ++p) {
       float* q = y + p * ldy + c0;
-      const __m512 v = silu512(_mm512_maskz_loadu_ps(m, q));
+      const __m512 x = _mm512_maskz_loadu_ps(m, q);
+      const __m512 v = BF16_GRADE ? silu512_bf16(x) : silu512(x);
       _mm512_mask_storeu_ps(q, m, v);
       tot = _mm512_add_ps(tot, v);
     }
     if (sums) _mm512_mask_storeu_ps(sums + c0, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sums + c0), tot));
   }
 }
+
+void silu_rows_avx512(float* y, int64_t P, int64_t C, int64_t ldy, float* sums, bool bf16_grade) {
+  if (bf16_grade) silu_rows_impl<true>(y, P, C, ldy, sums);
+  else silu_rows_impl<false>(y, P, C, ldy, sums);
+}
 #else
 bool cpu_has_avx512f() { return false; }
-void silu_rows_avx512(float*, int64_t, int64_t, int64_t, float*) {
+void silu_rows_avx512(float*, int64_t, int64_t, int64_t, float*, bool) {
   TORCH_CHECK(false, "silu_rows_avx512: built without AVX-512");
 }
 #endif

@@ -367,7 +367,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       float* d = hp ? hp + n * OP * Cmid : dbuf - oh0 * OW * Cmid;
       const Strides4 ds{0, 1, OW * Cmid, Cmid};
       float* s = se ? sums + t * Cmid : nullptr;
-      dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s);
+      dw_rows_f32(dw_in, ins, fp(wkc), fp(dsc), fp(dsh), d, ds, Cmid, H, W, OH, OW, K, stride, pad, act, oh0, oh1, s,
+                  bf16);
       if (hb) rows_to_bf16(dbuf, (oh1 - oh0) * OW, Cmid, Cmid, nullptr, hb + (n * OP + oh0 * OW) * Cmid, Cmid);
       else if (!se) project_rows(dbuf, (oh1 - oh0) * OW, n * OP + oh0 * OW, pwp, nullptr);
     };

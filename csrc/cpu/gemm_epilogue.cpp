@@ -212,8 +212,7 @@ FZ_AVX512 static void silu_rows_impl(float* y, int64_t P, int64_t C, int64_t ldy
     __m512 tot = _mm512_setzero_ps();
     for (int64_t p = 0; p < P; ++p) {
       float* q = y + p * ldy + c0;
-      const __m512 x = _mm512_maskz_loadu_ps(m, q);
-      const __m512 v = BF16_GRADE ? silu512_bf16(x) : silu512(x);
+      const __m512 v = silu512_grade<BF16_GRADE>(_mm512_maskz_loadu_ps(m, q));
       _mm512_mask_storeu_ps(q, m, v);
       tot = _mm512_add_ps(tot, v);
     }

@@ -19,38 +19,39 @@ inline __mmask16 lanes(int64_t lo, int64_t hi) {
 }
 
 // v * sigmoid(v) = v / (1 + exp(-v)). exp(-v) with v clamped to [-100, 87.34] (below -88.7 it is inf and the
-// result -0): -v = n ln2 + r, |r| <= ln2 / 2, 2^n by vscalefps, e^r by a degree-5 polynomial (Horner, fitted
-// for relative error: 1.8e-7 evaluated in float). A NaN v gives NaN through the division. 12 vector ops and
-// a divide per 16 floats: 0.25 ns per float against 0.30 for the degree-7 Cephes form (one core, a
-// standalone loop).
-FZ_AVX512 inline __m512 silu512(__m512 v) {
+// result -0): -v = n ln2 + r, |r| <= ln2 / 2, 2^n by vscalefps, e^r by a polynomial (Horner, fitted for relative
+// error). A NaN v gives NaN through the division.
+// - float32 (BF16_GRADE false, silu512): ln2 in two parts, degree 5: 1.8e-7 evaluated in float. 12 vector ops and
+//   a divide per 16 floats: 0.25 ns per float against 0.30 for the degree-7 Cephes form (one core, a standalone
+//   loop).
+// - values that end in bfloat16 (8 significant bits, a half-ulp of 2^-9; silu512_bf16): ln2 in one part, degree 3
+//   (minimax on |r| <= ln2 / 2): relative error 1.0e-4 against 2.3e-7, 1.45x the speed of the float32 form (the
+//   same loop). inf and NaN as the float32 form.
+template <bool BF16_GRADE>
+FZ_AVX512 inline __m512 silu512_grade(__m512 v) {
   const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-100.f)), _mm512_set1_ps(87.33654475f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(vc, _mm512_set1_ps(-1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), vc);  // -vc - n ln2, ln2 in two parts
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(8.312525227665901e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1890114545822144e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6667114198207855e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99992311000824e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  __m512 p;
+  if constexpr (BF16_GRADE) {
+    const __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.6931471805599453f), vc);  // -vc - n ln2
+    p = _mm512_fmadd_ps(_mm512_set1_ps(0.1651797592639923f), r, _mm512_set1_ps(0.5041304230690002f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.000195860862732f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  } else {
+    __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.693359375f), vc);  // -vc - n ln2, ln2 in two parts
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    p = _mm512_set1_ps(8.312525227665901e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1890114545822144e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6667114198207855e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99992311000824e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  }
   return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
 }
-
-// SiLU for values that end in bfloat16 (8 significant bits, a half-ulp of 2^-9): the same steps with ln2 in one
-// part and e^r by a degree-3 polynomial (minimax for relative error on |r| <= ln2 / 2): relative error 1.0e-4
-// against 2.3e-7, 1.45x the speed of silu512 (one core, a standalone loop). inf and NaN as silu512.
-FZ_AVX512 inline __m512 silu512_bf16(__m512 v) {
-  const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-100.f)), _mm512_set1_ps(87.33654475f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(vc, _mm512_set1_ps(-1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmsub_ps(n, _mm512_set1_ps(0.6931471805599453f), vc);  // -vc - n ln2
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.1651797592639923f), r, _mm512_set1_ps(0.5041304230690002f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.000195860862732f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.f), _mm512_scalef_ps(p, n)));
-}
+FZ_AVX512 inline __m512 silu512(__m512 v) { return silu512_grade<false>(v); }
+FZ_AVX512 inline __m512 silu512_bf16(__m512 v) { return silu512_grade<true>(v); }
 
 // act(v) for a compile-time A, NaN in v giving NaN as vact's: vmaxps / vminps with v as the second operand.
 // Sigmoid and GELU run vact on each 8-float half.

@@ -134,8 +134,9 @@ def test_analytic_cli(capsys):
 
 
 def test_bench_steps(tmp_path):
-    """--steps: one row per step of the model's block chain (each fed the previous step's output) plus the whole
-    chain, warm and cold on 1 and 2 threads, and the sums of the steps."""
+    """--steps: one row per step of the model's forward chain (each fed the previous step's output), the
+    classifier head's pool and two Linear layers included, plus the whole chain, warm and cold on 1 and 2
+    threads, and the sums of the steps."""
     import fastzoo
     from fastzoo.bench import steps
     out = tmp_path / "s.json"
@@ -144,12 +145,29 @@ def test_bench_steps(tmp_path):
     assert rc == 0
     data = json.loads(out.read_text())["steps"][0]
     rows = data["rows"]
-    calls = steps.chains(fastzoo.mobilenetv3_small().eval())[0][1]
+    calls = steps.forward_chain(fastzoo.mobilenetv3_small().eval())[1]
     assert [r["op"] for r in rows[:-1]] == [op for op, _ in calls] and rows[-1]["step"] == "chain"
+    assert [r["op"] for r in rows[-4:-1]] == ["global_avg_pool", "pwconv_bn_act", "pwconv_bn_act"]
+    assert rows[-3]["input"] == [1, 576, 1, 1] and rows[-2]["input"] == [1, 1024, 1, 1]  # the Linear layers
     assert rows[0]["input"] == [1, 3, 32, 32] and rows[1]["input"][2:] == [16, 16]
     keys = {f"{kind}_{n}t_ms" for kind in ("warm", "cold") for n in (1, 2)}
     assert all(keys <= r.keys() and all(r[k] > 0 for k in keys) for r in rows)
     assert data["sum_of_steps"]["cold_2t_ms"] == pytest.approx(sum(r["cold_2t_ms"] for r in rows[:-1]))
+
+
+def test_forward_chain_head():
+    """forward_chain takes the classifier head only where the forward runs it in its chain: not for a model
+    whose head is not features -> avgpool -> classifier of Linear layers, and not once the head has a hook."""
+    import fastzoo
+    from fastzoo.bench import steps
+    model = fastzoo.efficientnet_b0().eval()
+    seq, calls, head = steps.forward_chain(model)
+    assert head == (model.avgpool, model.classifier) and seq is model.features
+    assert [op for op, _ in calls[-2:]] == ["global_avg_pool", "pwconv_bn_act"]
+    assert calls[-1][1][0].shape == (1000, 1280, 1, 1)
+    model.classifier[-1].register_forward_hook(lambda *a: None)
+    seq, calls_hooked, head = steps.forward_chain(model)
+    assert head == () and len(calls_hooked) == len(calls) - 2
 
 
 def test_bench_steps_refuses(capsys):

@@ -45,8 +45,9 @@ def parser():
                         "with GB/s and the ratio to this machine's copy time")
     p.add_argument("--no-compile", action="store_true", help="with --ops: skip torch.compile of the eager chain")
     p.add_argument("--steps", action="store_true",
-                   help="each step of the models' fused block chain alone, warm and cold (caches flushed), on 1 "
-                        "thread and on --threads, and the whole chain: where the time goes and how it scales")
+                   help="each step of the models' fused block chain (with the classifier head) alone, warm and "
+                        "cold (caches flushed), on 1 thread and on --threads, and the whole chain: where the time "
+                        "goes and how it scales")
     p.add_argument("--malloc-trim", action="store_true",
                    help="leave glibc malloc returning freed memory to the OS (default: kept, as jemalloc/tcmalloc "
                         "would; otherwise every variant pays page faults on buffers another one freed)")

@@ -1,13 +1,14 @@
 """`fastzoo bench --steps`: where a fused model's CPU time goes, step by step, and how it scales with threads.
 
-Each step of the model's BlockChain (one fused op per block: the stem, every mbconv, the head conv) is timed
-alone through a BlockChain of that one step, on 1 thread and on the bench's thread count, interleaved, twice:
-warm (right after an untimed call, so its weights and input are in cache) and cold (the caches flushed before
-every call by writing a buffer larger than the L3). Like the model's chain, a one-step chain packs its weights
-once; through the public op, which packs them per call, efficientnet_b0's 14x14 blocks seemed to scale 1.2-1.3x
-from one thread to two, against 1.6-1.7x inside whole forwards (torch.profiler over the chain's per-step ranges).
-The whole chain is timed the same way, so the table shows how far a forward is from the warm and the cold sums
-(figures in BENCHMARKS.md).
+Each step of the model's BlockChain (one fused op per block: the stem, every mbconv, the head conv; then, where
+a forward runs the classifier head in the same call, the global average pool and the classifier's Linear layers)
+is timed alone through a BlockChain of that one step, on 1 thread and on the bench's thread count, interleaved,
+twice: warm (right after an untimed call, so its weights and input are in cache) and cold (the caches flushed
+before every call by writing a buffer larger than the L3). Like the model's chain, a one-step chain packs its
+weights once; through the public op, which packs them per call, efficientnet_b0's 14x14 blocks seemed to scale
+1.2-1.3x from one thread to two, against 1.6-1.7x inside whole forwards (torch.profiler over the chain's per-step
+ranges). The whole chain (with the head where the forward runs it) is timed the same way, so the table shows how
+far a forward is from the warm and the cold sums (figures in BENCHMARKS.md).
 """
 import time
 
@@ -30,6 +31,23 @@ def chains(model):
             if calls is not None:
                 out.append((m, calls))
     return out
+
+
+def forward_chain(model):
+    """(BlockSequence, (op name, args) per step, head) for the chain a batch-1 forward runs: the model's first
+    BlockSequence, followed, where the model is features -> avgpool -> classifier and the chain can take that
+    head, by the head's steps (global average pool, the classifier's Linear layers), which a forward runs in
+    the same call; head is () where it does not."""
+    found = chains(model)
+    if not found:
+        return None
+    seq, calls = found[0]
+    head = (getattr(model, "avgpool", None), getattr(model, "classifier", None))
+    if getattr(model, "features", None) is seq and all(isinstance(m, torch.nn.Module) for m in head):
+        plan = block_sequence._head_plan(head)
+        if plan is not None:
+            return seq, calls + plan[1], head
+    return seq, calls, ()
 
 
 def _timed(fn, threads, rounds, flush):
@@ -56,15 +74,16 @@ def _warm_cold(fn, threads, rounds, flush):
 
 
 def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
-    """Rows {step, op, input shape, warm/cold ms per thread count} for the model's first BlockChain, and a last
-    row for the whole chain."""
+    """Rows {step, op, input shape, warm/cold ms per thread count} for the steps of the model's forward chain
+    (forward_chain: its first BlockChain, with the classifier head where the forward runs it in the same call),
+    and a last row for the whole chain."""
     threads = sorted({1, threads or torch.get_num_threads()})
     model = fastzoo.create_model(name).eval()
-    found = chains(model)
-    if not found:
+    found = forward_chain(model)
+    if found is None:
         raise ValueError(f"fastzoo bench --steps: {name} has no fused block chain on this machine (CPU kernels "
                          f"not built, or the model has no BlockSequence)")
-    seq, calls = found[0]
+    seq, calls, head = found
     junk = torch.empty(FLUSH_BYTES // 4)
     flush = lambda: junk.fill_(1.0)
     rows = []
@@ -82,13 +101,22 @@ def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
                 torch.set_num_threads(restore)
                 x = fn()
             rows.append({"step": "chain", "op": "BlockChain.run", "input": list(first.shape),
-                         **_warm_cold(lambda: seq(first), threads, rounds, flush)})
+                         **_warm_cold(lambda: _whole(seq, head, first), threads, rounds, flush)})
     finally:
         torch.set_num_threads(restore)
     total = {k: sum(r[k] for r in rows[:-1]) for k in rows[0] if k.endswith("_ms")}
     progress(_line({"step": "sum", "op": "of the steps", "input": [], **total}, threads))
     progress(_line(rows[-1], threads))
     return {"model": name, "batch": batch, "threads": threads, "rows": rows, "sum_of_steps": total}
+
+
+def _whole(seq, head, x):
+    """The forward's chain on x as the model runs it: the last run again after the one C++ check (a full
+    forward_with_head compares every block's arguments in Python first)."""
+    if not head:
+        return seq(x)
+    y = seq.run_if_unchanged(x, head)
+    return seq.forward_with_head(x, head) if y is None else y
 
 
 def _line(row, threads):

@@ -16,6 +16,7 @@ import torch
 
 import fastzoo
 from fastzoo.layers import block_sequence
+from fastzoo.models._common import FeaturesClassifier
 
 from . import timing
 
@@ -35,15 +36,15 @@ def chains(model):
 
 def forward_chain(model):
     """(BlockSequence, (op name, args) per step, head) for the chain a batch-1 forward runs: the model's first
-    BlockSequence, followed, where the model is features -> avgpool -> classifier and the chain can take that
-    head, by the head's steps (global average pool, the classifier's Linear layers), which a forward runs in
-    the same call; head is () where it does not."""
+    BlockSequence, followed, where the model's forward hands its head to the chain (FeaturesClassifier) and the
+    chain can take it, by the head's steps (global average pool, the classifier's Linear layers); head is ()
+    where it does not."""
     found = chains(model)
     if not found:
         return None
     seq, calls = found[0]
-    head = (getattr(model, "avgpool", None), getattr(model, "classifier", None))
-    if getattr(model, "features", None) is seq and all(isinstance(m, torch.nn.Module) for m in head):
+    if isinstance(model, FeaturesClassifier) and model.features is seq:
+        head = (model.avgpool, model.classifier)
         plan = block_sequence._head_plan(head)
         if plan is not None:
             return seq, calls + plan[1], head
@@ -100,23 +101,17 @@ def run(name, batch, img_size=224, rounds=20, threads=None, progress=print):
                 progress(_line(row, threads))
                 torch.set_num_threads(restore)
                 x = fn()
+            # the whole chain as a forward reruns it: with the head, the model's own forward (its one C++ check,
+            # then the chain; a full forward_with_head compares every block's arguments in Python first)
+            whole = (lambda: model(first)) if head else (lambda: seq(first))
             rows.append({"step": "chain", "op": "BlockChain.run", "input": list(first.shape),
-                         **_warm_cold(lambda: _whole(seq, head, first), threads, rounds, flush)})
+                         **_warm_cold(whole, threads, rounds, flush)})
     finally:
         torch.set_num_threads(restore)
     total = {k: sum(r[k] for r in rows[:-1]) for k in rows[0] if k.endswith("_ms")}
     progress(_line({"step": "sum", "op": "of the steps", "input": [], **total}, threads))
     progress(_line(rows[-1], threads))
     return {"model": name, "batch": batch, "threads": threads, "rows": rows, "sum_of_steps": total}
-
-
-def _whole(seq, head, x):
-    """The forward's chain on x as the model runs it: the last run again after the one C++ check (a full
-    forward_with_head compares every block's arguments in Python first)."""
-    if not head:
-        return seq(x)
-    y = seq.run_if_unchanged(x, head)
-    return seq.forward_with_head(x, head) if y is None else y
 
 
 def _line(row, threads):

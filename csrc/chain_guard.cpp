@@ -81,6 +81,14 @@ class SlotVersions {
           __builtin_prefetch(*reinterpret_cast<void* const*>(&t.unsafeGetTensorImpl()->version_counter()));
       }
   }
+  int traverse(visitproc visit, void* arg) const {
+    for (const auto& [dict, name] : slots_) Py_VISIT(dict.ptr());
+    for (const py::object& o : held_) Py_VISIT(o.ptr());
+    return 0;
+  }
+  void clear() {
+    slots_.clear(), held_.clear(), tensors_.clear();
+  }
   bool unchanged() const {
     for (size_t i = 0; i < slots_.size(); ++i) {
       // the object the slot held when made (a tensor or None, so no type check), else changed: a slot
@@ -181,8 +189,34 @@ class ChainGuard {
     for (const auto& [cache, value] : caches_) cache_dicts_.push_back(instance_dict(cache));
   }
 
+  // The Python objects it holds, for the garbage collector (tp_traverse, tp_clear): the guard lives in its
+  // BlockSequence's __dict__ (through _LastRun) and holds that sequence, a cycle the collector only sees through
+  // these (without them, a deleted model's features and head stayed alive to the end of the process).
+  int traverse(visitproc visit, void* arg) const {
+    for (const Watched& w : watched_) {
+      Py_VISIT(w.module.ptr());
+      for (const py::object& c : w.children) Py_VISIT(c.ptr());
+      for (const py::object& o : w.seen) Py_VISIT(o.ptr());
+    }
+    for (const auto& [cache, value] : caches_) {
+      Py_VISIT(cache.ptr());
+      Py_VISIT(value.ptr());
+    }
+    for (const py::object& d : cache_dicts_) Py_VISIT(d.ptr());
+    for (const py::object& h : head_) Py_VISIT(h.ptr());
+    for (const py::dict& d : global_hooks_) Py_VISIT(d.ptr());
+    Py_VISIT(backends_.ptr());
+    return versions_.traverse(visit, arg);
+  }
+  void clear() {
+    cleared_ = true;  // input() answers None from now on
+    watched_.clear(), caches_.clear(), cache_dicts_.clear(), head_.clear(), global_hooks_.clear();
+    backends_ = py::dict();
+    versions_.clear();
+  }
+
   py::object input(const py::object& x, const py::tuple& head, const py::object& model) const {
-    if (!holds(x, head)) return py::none();
+    if (cleared_ || !holds(x, head)) return py::none();
     const at::Tensor& t = THPVariable_Unpack(x.ptr());
     if (model.is_none()) return x;
     if (!in_eval(model, n_training_)) return py::none();
@@ -271,6 +305,7 @@ class ChainGuard {
   SlotVersions versions_;
   py::dict backends_;  // fastzoo.backends' globals
   std::vector<py::dict> global_hooks_;
+  bool cleared_ = false;
   const py::object n_modules_ = interned("_modules"), n_hooks_ = interned("_forward_hooks"),
                    n_pre_hooks_ = interned("_forward_pre_hooks"), n_training_ = interned("training"),
                    n_value_ = interned("_value"), n_current_ = interned("_current");
@@ -282,7 +317,21 @@ void bind_chain_guard(py::module& m) {
   m.def("version_key", &version_key, "(data_ptr, _version) of each tensor, packed: FoldCache's key.");
   py::class_<ChainGuard>(m, "ChainGuard",
                          "What a BlockSequence's chain was built from; input(x, head, model) gives x as the chain "
-                         "takes it, or None where anything changed.")
+                         "takes it, or None where anything changed.",
+                         py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+                           PyTypeObject* type = &heap_type->ht_type;
+                           type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+                           type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) {
+                             Py_VISIT(Py_TYPE(self));  // a heap type's instances hold a reference to it
+                             if (!py::detail::is_holder_constructed(self)) return 0;
+                             return py::cast<const ChainGuard&>(py::handle(self)).traverse(visit, arg);
+                           };
+                           type->tp_clear = [](PyObject* self) {
+                             if (py::detail::is_holder_constructed(self))
+                               py::cast<ChainGuard&>(py::handle(self)).clear();
+                             return 0;
+                           };
+                         }))
       .def(py::init<const std::vector<std::pair<py::object, bool>>&, std::vector<std::pair<py::object, py::object>>,
                     std::vector<py::object>, std::vector<std::pair<py::dict, py::str>>, py::dict,
                     std::vector<py::dict>>())

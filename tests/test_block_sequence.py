@@ -285,3 +285,22 @@ def test_the_one_call_guard_sees_global_state(chain_runs, monkeypatch):
             close(module_way("autograd").detach(), expected)
         torch.testing.assert_close(m(x), expected, rtol=0, atol=0)
         assert len(chain_runs) == runs + 1
+
+
+def test_a_deleted_model_is_collected(chain_runs):
+    """The one-call path's guard lives in the BlockSequence's __dict__ and holds that sequence and the head: a
+    cycle the garbage collector sees through the guard's tp_traverse, so it frees the model once nothing else
+    holds it."""
+    import gc
+    import weakref
+
+    m = fastzoo.create_model("mobilenetv3_small").eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        m(x)
+        m(x)  # the second forward goes through the guard
+    assert len(chain_runs) == 2 and "_fz_last_head" in m.features.__dict__
+    alive = [weakref.ref(o) for o in (m, m.features, m.classifier, m.features[1])]
+    del m
+    gc.collect()
+    assert [r() is None for r in alive] == [True, True, True, True]

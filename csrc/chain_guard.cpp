@@ -133,7 +133,9 @@ struct Watched {
   py::object module;
   std::vector<py::object> children;  // held: a freed child's address could come back as another module
   bool eval_only;
-  std::vector<py::object> seen;  // its __dict__, _modules and hook dicts, for prefetching only
+  // for prefetching only: the dicts the checks look up in or iterate (its __dict__, _modules; null where it has
+  // no __dict__) and those whose size they read (its hook dicts)
+  std::vector<py::object> tables, hooks;
 };
 
 py::object interned(const char* s) { return py::reinterpret_steal<py::object>(PyUnicode_InternFromString(s)); }
@@ -183,7 +185,8 @@ class ChainGuard {
       Py_ssize_t pos = 0;
       while (PyDict_Next(mods.ptr(), &pos, &key, &value))
         w.children.push_back(py::reinterpret_borrow<py::object>(value));
-      w.seen = {instance_dict(m), mods, attr(m, n_hooks_), attr(m, n_pre_hooks_)};
+      w.tables = {instance_dict(m), mods};
+      w.hooks = {attr(m, n_hooks_), attr(m, n_pre_hooks_)};
       watched_.push_back(std::move(w));
     }
     for (const auto& [cache, value] : caches_) cache_dicts_.push_back(instance_dict(cache));
@@ -196,7 +199,8 @@ class ChainGuard {
     for (const Watched& w : watched_) {
       Py_VISIT(w.module.ptr());
       for (const py::object& c : w.children) Py_VISIT(c.ptr());
-      for (const py::object& o : w.seen) Py_VISIT(o.ptr());
+      for (const py::object& o : w.tables) Py_VISIT(o.ptr());
+      for (const py::object& o : w.hooks) Py_VISIT(o.ptr());
     }
     for (const auto& [cache, value] : caches_) {
       Py_VISIT(cache.ptr());
@@ -231,16 +235,17 @@ class ChainGuard {
     for (const Watched& w : watched_) {
       // the object and the line before it (where CPython keeps a managed __dict__'s pointer)
       prefetch_lines(reinterpret_cast<const char*>(w.module.ptr()) - 64, 2);
-      for (const py::object& o : w.seen)
-        if (o) __builtin_prefetch(o.ptr());
+      for (const auto* objects : {&w.tables, &w.hooks})
+        for (const py::object& o : *objects)
+          if (o) __builtin_prefetch(o.ptr());
     }
     for (const auto& [cache, value] : caches_) __builtin_prefetch(cache.ptr());
     for (const py::object& d : cache_dicts_)
       if (d) __builtin_prefetch(d.ptr());
     versions_.prefetch_held();
     for (const Watched& w : watched_)
-      for (size_t i = 0; i < 2; ++i)  // the __dict__ and _modules (dicts or null): looked up in and iterated
-        if (w.seen[i]) prefetch_dict_tables(w.seen[i].ptr());
+      for (const py::object& d : w.tables)
+        if (d) prefetch_dict_tables(d.ptr());
     for (const py::object& d : cache_dicts_)
       if (d) prefetch_dict_tables(d.ptr());
     versions_.prefetch_pointed();

@@ -204,6 +204,10 @@ struct SeArgs {
   at::Tensor w1, b1, w2, b2;
   Act act, gate;
 };
+// se_gate on raw float32 means (N, C) into g (N, C), with no ATen call: cold after a block's kernels, the
+// calls around the FCs cost more than a small block's FCs. False (nothing written) unless the fast paths are on
+// and the weights and biases are dense float32.
+bool se_gate_f32(const float* means, int64_t N, int64_t C, const SeArgs& se, float* g);
 // The cache-tiled mbconv (mbconv_tiled.cpp): float32 (or bf16 where cpu_has_avx512bf16()), dense channels_last
 // x and out; ew2d undefined when there is no expansion; per-channel vectors in float. Returns false (nothing
 // written) where it does not apply.

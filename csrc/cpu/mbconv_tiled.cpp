@@ -84,15 +84,26 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // (any thread) or an image's (the caller, channel split); 2: a channel-split worker's own, or the SE path's
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
 // channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
-// caller's per-strip SE sums; 7: a thread's bf16 rows for the projection (bf16 blocks).
+// caller's per-strip SE sums; 7: a thread's bf16 rows for the projection (bf16 blocks); 8-9: the caller's SE means
+// and gate.
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[8];
+  thread_local std::vector<float> bufs[10];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
 }
 // The same slots holding n 16-bit values (packed bf16 weights, bf16 rows).
 uint16_t* scratch16(int slot, int64_t n) { return reinterpret_cast<uint16_t*>(scratch(slot, (n + 1) / 2)); }
+
+// The SE gate (N, C) from the means m (N, C): into the caller's scratch by se_gate_f32 (no ATen call), else
+// through se_gate, kept alive in `keep`.
+const float* se_gate_of(const float* m, int64_t N, int64_t C, const SeArgs& se, at::Tensor& keep) {
+  float* g = scratch(9, N * C);
+  if (se_gate_f32(m, N, C, se, g)) return g;
+  keep = se_gate(at::from_blob(const_cast<float*>(m), {N, C}, at::kFloat), se.w1, se.b1, se.w2, se.b2, se.act,
+                 se.gate);
+  return keep.const_data_ptr<float>();
+}
 
 // w (Cout x K) times the gate packed for gemm_packed_bn_act into this thread's scratch slot (pack_jobs: split
 // across the threads outside a parallel region); from w's prepacked panels `pre` where there are some (then
@@ -120,7 +131,8 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
   const bool has_expand = ew2d.defined();
   float* ebuf = has_expand ? scratch(0, HW * Cmid) : nullptr;
   float* dbuf = scratch(1, OP * Cmid);
-  std::vector<float> sums(se ? Cmid : 0, 0.f);
+  float* sums = se ? scratch(8, Cmid) : nullptr;
+  if (se) std::fill_n(sums, Cmid, 0.f);
   const float* in = has_expand ? ebuf : xn;
   const float* wk = fp(wkc);
   const float* ew_pre = has_expand ? prepacked_panels(ew2d) : nullptr;
@@ -132,7 +144,7 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
     for (int64_t k = 0; k < KK; ++k) std::copy_n(wk + k * Cmid + c0, nc, wslice + k * nc);
     dw_rows_f32(in + c0, Strides4{0, 1, W * Cmid, Cmid}, wslice, fp(dsc) + c0, fp(dsh) + c0,
                 dbuf + c0, Strides4{0, 1, OW * Cmid, Cmid}, nc, H, W, OH, OW, K, stride, K / 2, act, 0, OH,
-                se ? sums.data() + c0 : nullptr);
+                se ? sums + c0 : nullptr);
   };
   // About four tasks per thread, taken with work stealing: one run of blocks per thread (at::parallel_for)
   // left a thread waiting at the end whenever the other was held up (7x7 1152-channel blocks 0.88-0.92x, the
@@ -146,12 +158,11 @@ void image_split_channels(const float* xn, const at::Tensor& ew2d, const at::Ten
     };
   });
   at::Tensor g;
+  const float* gp = nullptr;
   if (se) {
-    for (float& v : sums) v /= static_cast<float>(OP);
-    const at::Tensor means = at::from_blob(sums.data(), {1, Cmid}, at::kFloat);
-    g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
+    for (int64_t c = 0; c < Cmid; ++c) sums[c] /= static_cast<float>(OP);
+    gp = se_gate_of(sums, 1, Cmid, *se, g);
   }
-  const float* gp = se ? g.const_data_ptr<float>() : nullptr;
   if (gp && OP < Cout) {  // gate the rows (see above)
     at::parallel_for(0, OP, (OP + threads - 1) / threads, [&](int64_t p0, int64_t p1) {
       for (int64_t p = p0; p < p1; ++p) gate_rows_to(dbuf + p * Cmid, gp, dbuf + p * Cmid, Cmid);
@@ -376,8 +387,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   if (!se) return true;
 
   // pass 2: the gate from the means, then gate + projection + BN (+ residual) per strip of pixels
-  at::Tensor means = at::empty({N, Cmid}, x.options().dtype(at::kFloat));
-  float* mp = means.data_ptr<float>();
+  float* mp = scratch(8, N * Cmid);
   for (int64_t n = 0; n < N; ++n) {  // the strips' sums in strip order
     float* m = mp + n * Cmid;
     const float* sn = sums + n * strips * Cmid;
@@ -387,8 +397,8 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       m[c] = v / static_cast<float>(OP);
     }
   }
-  const at::Tensor g = se_gate(means, se->w1, se->b1, se->w2, se->b2, se->act, se->gate);
-  const float* gp = g.const_data_ptr<float>();
+  at::Tensor g;
+  const float* gp = se_gate_of(mp, N, Cmid, *se, g);
   const int64_t PB = std::clamp<int64_t>(budget / std::max<int64_t>(1, Cmid + Cout), 1, OP);
   const int64_t chunks = balanced_parts(N, OP, (OP + PB - 1) / PB, threads);
   if (gate_weights && N == 1 && !bf16) pwp = packed(4, pw2d, gp, pw_pre);

@@ -188,6 +188,31 @@ static void bias_act_rows(float* p, const float* b, int64_t N, int64_t M, Act ac
   });
 }
 
+// The float32 SE FCs on raw pointers: pg (N, C) = gate(act(pm w1^T + b1) w2^T + b2), the hidden rows in a
+// buffer of the calling thread.
+static void se_fcs_f32(const float* pm, int64_t N, int64_t C, const float* w1, const float* b1, int64_t Cs,
+                       const float* w2, const float* b2, Act act, Act gate, float* pg) {
+  thread_local std::vector<float> hidden;
+  if (static_cast<int64_t>(hidden.size()) < N * Cs) hidden.resize(N * Cs);
+  float* ps = hidden.data();
+  // small FCs (weights up to 128 KiB) on the calling thread: splitting them cost more in thread wake-ups
+  // than it saved; larger ones stream their weights from L3 faster on every thread
+  const auto gemm = N * C * Cs <= (1 << 15) ? gemm_rows : gemm_rows_split;
+  gemm(pm, C, w1, N, C, Cs, ps, Cs);
+  bias_act_rows(ps, b1, N, Cs, act);
+  gemm(ps, Cs, w2, N, Cs, C, pg, C);
+  bias_act_rows(pg, b2, N, C, gate);
+}
+
+bool se_gate_f32(const float* means, int64_t N, int64_t C, const SeArgs& se, float* g) {
+  for (const at::Tensor* t : {&se.w1, &se.b1, &se.w2, &se.b2})
+    if (t->scalar_type() != at::kFloat || !t->is_contiguous()) return false;
+  if (!use_fast()) return false;
+  se_fcs_f32(means, N, C, se.w1.const_data_ptr<float>(), se.b1.const_data_ptr<float>(), se.w1.size(0),
+             se.w2.const_data_ptr<float>(), se.b2.const_data_ptr<float>(), se.act, se.gate, g);
+  return true;
+}
+
 // The SE FCs in float. float32 weights: two GEMMs, split across the threads by output channels where they
 // are large enough (per-sample dot products re-read the weights per sample, 1.5x eager's time at batch 32).
 // 16-bit weights: direct dot products, converting on the fly.
@@ -203,15 +228,7 @@ bool se_gate_fast(const at::Tensor& means, const at::Tensor& w1, const at::Tenso
   const float* pm = mc.const_data_ptr<float>();
   float* pg = g.data_ptr<float>();
   if (w1.scalar_type() == at::kFloat) {
-    at::Tensor s = at::empty({N, Cs}, means.options());
-    float* ps = s.data_ptr<float>();
-    // small FCs (weights up to 128 KiB) on the calling thread: splitting them cost more in thread wake-ups
-    // than it saved; larger ones stream their weights from L3 faster on every thread
-    const auto gemm = N * C * Cs <= (1 << 15) ? gemm_rows : gemm_rows_split;
-    gemm(pm, C, w1c.const_data_ptr<float>(), N, C, Cs, ps, Cs);
-    bias_act_rows(ps, pb1, N, Cs, act);
-    gemm(ps, Cs, w2c.const_data_ptr<float>(), N, Cs, C, pg, C);
-    bias_act_rows(pg, pb2, N, C, gate);
+    se_fcs_f32(pm, N, C, w1c.const_data_ptr<float>(), pb1, Cs, w2c.const_data_ptr<float>(), pb2, act, gate, pg);
     return true;
   }
   auto run = [&](auto tag) {

@@ -307,15 +307,14 @@ void gemm_packed_bn_act(const float* a, int64_t lda, const float* wp, int64_t P,
   // Blocks of rows (~16 KiB of a, at most 96 rows: a multiple of both tile heights) through every panel: a
   // block stays in L1 while the panels stream from L2 (panel after panel over all the rows would re-read a
   // from memory per panel on large maps). Where all of a fits in 256 KiB (batch-1 maps of 14x14 and less,
-  // short strips), panel after panel over all the rows instead: the weights, there the larger operand and cold
-  // (a model's 21 MB come from DRAM in every forward), are then read once each while the rows, in L2, are
-  // read again, where blocks of rows stalled on every weight line at the first block. Per step inside whole
-  // forwards (in-process A/B): efficientnet_b0's 7x7 blocks 1.02-1.06x, its head conv 1.10-1.18x; whole chains
-  // efficientnet_b0 1.012-1.020x (batch 32 1.015x), mobilenet_v2 1.012x, mobilenet_v3_small 1.008x,
-  // mobilenet_v3_large 1.005x.
+  // short strips), one block of all the rows: the weights, there the larger operand and cold (a model's 21 MB
+  // come from DRAM in every forward), are read once each and the rows again per panel from L2; with blocks of
+  // rows the first block stalled on every weight line. Per step inside whole forwards (in-process A/B):
+  // efficientnet_b0's 7x7 blocks 1.02-1.06x, its head conv 1.10-1.18x; whole chains efficientnet_b0
+  // 1.012-1.020x (batch 32 1.015x), mobilenet_v2 1.012x, mobilenet_v3_small 1.008x, mobilenet_v3_large 1.005x.
   const int64_t mr = cpu_has_avx512f() ? kRows512 : kRows;
-  const int64_t rows = P * K <= 64 * 1024 ? P
-                                          : std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / mr * mr, mr, 16 * kRows);
+  const int64_t rows =
+      P * K <= 64 * 1024 ? P : std::clamp<int64_t>(4096 / std::max<int64_t>(1, K) / mr * mr, mr, 16 * kRows);
   with_act(act, [&](auto A) {
     constexpr Act a_ = decltype(A)::value;
     for (int64_t p0 = 0; p0 < P; p0 += rows) {

@@ -1,5 +1,8 @@
 """BlockSequence: eval-mode CPU inference without autograd runs the blocks' fused ops as one C++ call
 (fastzoo._C.BlockChain); everything else runs the children one by one. Both give the same logits."""
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -295,9 +298,6 @@ def test_a_deleted_model_is_collected(chain_runs):
     """The one-call path's guard lives in the BlockSequence's __dict__ and holds that sequence and the head: a
     cycle the garbage collector sees through the guard's tp_traverse, so it frees the model once nothing else
     holds it."""
-    import gc
-    import weakref
-
     m = fastzoo.create_model("mobilenetv3_small").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():

@@ -76,7 +76,8 @@ void gemm_bf16_impl(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int
   const auto* a16 = reinterpret_cast<const uint16_t*>(a);
   const auto* r16 = reinterpret_cast<const uint16_t*>(r);
   const int64_t K2 = (K + 1) / 2;
-  // blocks of rows (~16 KiB of a, at most 96 rows) through every panel, as gemm_packed_bn_act
+  // blocks of rows (~16 KiB of a, at most 96 rows) through every panel, as gemm_packed_bn_act does for large a
+  // (its one block for a of at most 256 KiB has not been measured here)
   const int64_t rows = std::clamp<int64_t>(8192 / std::max<int64_t>(1, K) / kRowsBf16 * kRowsBf16, kRowsBf16,
                                            12 * kRowsBf16);
   with_act(act, [&](auto A_) {

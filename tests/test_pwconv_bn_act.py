@@ -122,8 +122,8 @@ def test_bf16_silu_epilogue(impl):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the Triton interpreter (numpy) on the NaN and inf
 def test_silu_epilogue_special_values(impl):
     """The GEMM's SiLU epilogue (in AVX-512 where the CPU has it): NaN stays NaN, inf stays inf, and
-    pre-activations out to +-120 (exp clamped above, overflowing to a signed zero below), against the float64 oracle; 44 output channels (a
-    last panel of 12), 35 pixels (a last tile of 5 rows)."""
+    pre-activations out to +-120 (exp clamped above, overflowing to a signed zero below), against the float64
+    oracle; 44 output channels (a last panel of 12), 35 pixels (a last tile of 5 rows)."""
     x = layout(rand(1, 24, 5, 7, device=impl.device), "channels_last")
     x[0, :, 1, 2] = float("nan")
     x[0, :, 3, 4] = float("inf")

@@ -85,9 +85,9 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // dw output (the caller, strips); 3-4: the caller's packed expansion and projection weights (strips, or the
 // channel split's projection by pixel rows); 5: a thread's gated projection weights (strips with SE); 6: the
 // caller's per-strip SE sums; 7: a thread's bf16 rows for the projection (bf16 blocks); 8-9: the caller's SE means
-// and gate.
+// and gate; 10: the caller's expanded image (strips of one image expanded first).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[10];
+  thread_local std::vector<float> bufs[11];
   std::vector<float>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) b.resize(n);
   return b.data();
@@ -346,9 +346,25 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // are moved in its buffer instead of computed again (mobilenet_v2 at batch 1 expanded 1.3-1.5x the rows of
   // its 56x56 to 14x14 blocks).
   const int64_t max_rows = std::min<int64_t>(H, (R - 1) * stride + K);
+  // One image in strips: each thread's run of strips expands the K - stride halo rows at its ends again, and
+  // where that is much work (efficientnet_b0's 14x14 112 -> 672 k5 blocks: 2 rows of 7 per thread, 2.1 M
+  // multiply-adds) and the whole expanded image fits the threads' caches, the image is expanded first, in row
+  // parts across the threads, and pass 1 reads it: one region more, no row expanded twice. Those blocks
+  // 1.10-1.11x, efficientnet_b0 1.014-1.015x (in-process A/B, 500 forwards each; in this VM's slow phases
+  // 1.00x). Below 1 M multiply-adds the extra region cost more than it saved (mobilenet_v3_large's 14x14 k3
+  // blocks 0.80x).
+  float* ebig = nullptr;
+  if (N == 1 && threads > 1 && has_expand && !bf16 && strips > 1 && H * W * Cmid <= 4 * kStripFloats &&
+      (K - stride + 1) / 2 * W * Cin * Cmid >= (int64_t{1} << 20)) {
+    ebig = scratch(10, H * W * Cmid);
+    const int64_t parts = balanced_parts(1, H, 2 * threads, threads);
+    parallel_tasks(parts, [&] {
+      return [&](int64_t t) { expand_rows(0, H * t / parts, H * (t + 1) / parts, ebig + H * t / parts * W * Cmid); };
+    });
+  }
   parallel_tasks(N * strips, [&] {
     float* dbuf = hp ? nullptr : scratch(1, R * OW * Cmid);
-    float* ebuf = stage_in ? scratch(0, max_rows * W * Cmid) : nullptr;
+    float* ebuf = stage_in && !ebig ? scratch(0, max_rows * W * Cmid) : nullptr;
     // ebuf holds the expanded rows [kept0, kept1) of image kept_n
     return [&, dbuf, ebuf, kept_n = int64_t{-1}, kept0 = int64_t{0}, kept1 = int64_t{0}](int64_t t) mutable {
       const int64_t n = t / strips, oh0 = OH * (t % strips) / strips, oh1 = OH * (t % strips + 1) / strips;
@@ -357,7 +373,10 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
       const int64_t ih1 = std::min<int64_t>(H, (oh1 - 1) * stride - pad + K);
       const float* dw_in = xp ? xp + n * xs.n : nullptr;
       Strides4 ins = xs;
-      if (stage_in) {
+      if (ebig) {
+        dw_in = ebig;
+        ins = Strides4{0, 1, W * Cmid, Cmid};
+      } else if (stage_in) {
         const int64_t row = W * Cmid;
         // the rows [ov0, ov1) of ebuf's last strip move to their place; the rest is computed
         int64_t ov0 = ih0, ov1 = ih0;

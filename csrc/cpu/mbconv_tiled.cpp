@@ -346,13 +346,13 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // are moved in its buffer instead of computed again (mobilenet_v2 at batch 1 expanded 1.3-1.5x the rows of
   // its 56x56 to 14x14 blocks).
   const int64_t max_rows = std::min<int64_t>(H, (R - 1) * stride + K);
-  // One image in strips: each thread's run of strips expands the K - stride halo rows at its ends again, and
-  // where that is much work (efficientnet_b0's 14x14 112 -> 672 k5 blocks: 2 rows of 7 per thread, 2.1 M
-  // multiply-adds) and the whole expanded image fits the threads' caches, the image is expanded first, in row
-  // parts across the threads, and pass 1 reads it: one region more, no row expanded twice. Those blocks
-  // 1.10-1.11x, efficientnet_b0 1.014-1.015x (in-process A/B, 500 forwards each; in this VM's slow phases
-  // 1.00x). Below 1 M multiply-adds the extra region cost more than it saved (mobilenet_v3_large's 14x14 k3
-  // blocks 0.80x).
+  // One image in strips: next to each inner end of a thread's run, (K - stride + 1) / 2 halo rows are expanded
+  // by both threads. Where that is much work (efficientnet_b0's 14x14 112 -> 672 k5 blocks: 2 rows beyond a
+  // thread's 7, 2.1 M multiply-adds) and the whole expanded image fits the threads' caches, the image is
+  // expanded first, in row parts across the threads, and pass 1 reads it: one region more, no row expanded
+  // twice. Those blocks 1.10-1.11x, efficientnet_b0 1.014-1.015x (in-process A/B, 500 forwards each; in this
+  // VM's slow phases 1.00x). Below 1 M multiply-adds the extra region cost more than it saved
+  // (mobilenet_v3_large's 14x14 k3 blocks 0.80x).
   float* ebig = nullptr;
   if (N == 1 && threads > 1 && has_expand && !bf16 && strips > 1 && H * W * Cmid <= 4 * kStripFloats &&
       (K - stride + 1) / 2 * W * Cin * Cmid >= (int64_t{1} << 20)) {

@@ -152,8 +152,8 @@ MANY_STRIPS = [
     (1, 24, 96, 40, 28, 28, 5, 2, True),
     # batch 1, too big for the channel split: strips where each thread's run of strips recomputes little
     # halo, else (k7 at 14x14 on 2 threads) the untiled path (its GEMMs with the epilogue in registers), with
-    # and without SE; on 2 threads the first two (and the odd stride-2 map) expand the whole image first, in
-    # row parts, their halo rows being 1 M multiply-adds or more
+    # and without SE; on 2 threads the first four expand the whole image first, in row parts, their halo rows
+    # being 0.5 M multiply-adds or more
     (1, 112, 672, 112, 14, 14, 5, 1, True),
     (1, 112, 672, 112, 14, 14, 3, 1, False),
     (1, 96, 576, 96, 15, 13, 5, 2, True),

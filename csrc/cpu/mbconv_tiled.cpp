@@ -350,12 +350,14 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // by both threads. Where that is much work (efficientnet_b0's 14x14 112 -> 672 k5 blocks: 2 rows beyond a
   // thread's 7, 2.1 M multiply-adds) and the whole expanded image fits the threads' caches, the image is
   // expanded first, in row parts across the threads, and pass 1 reads it: one region more, no row expanded
-  // twice. Those blocks 1.10-1.11x, efficientnet_b0 1.014-1.015x (in-process A/B, 500 forwards each; in this
-  // VM's slow phases 1.00x). Below 1 M multiply-adds the extra region cost more than it saved
-  // (mobilenet_v3_large's 14x14 k3 blocks 0.80x).
+  // twice. Those blocks 1.10-1.11x, efficientnet_b0 1.014-1.015x; from 0.5 M multiply-adds also its 14x14 k3
+  // and 28x28 k5 blocks 1.03-1.06x (the model 1.003-1.005x more), mobilenet_v2's 14x14 576-channel blocks
+  // 1.03-1.06x (1.004x), mobilenet_v3_large's 480-channel one 1.03x (1.002-1.004x). In-process A/Bs, 400-500
+  // forwards each, in fast phases; in this VM's slow phases 0.88-1.02x per block, the models 0.997-1.004x. With
+  // no threshold, mobilenet_v3_large's 56x56 24 -> 72 block (0.1 M multiply-adds of halo) lost: 0.89x.
   float* ebig = nullptr;
   if (N == 1 && threads > 1 && has_expand && !bf16 && strips > 1 && H * W * Cmid <= 4 * kStripFloats &&
-      (K - stride + 1) / 2 * W * Cin * Cmid >= (int64_t{1} << 20)) {
+      (K - stride + 1) / 2 * W * Cin * Cmid >= (int64_t{1} << 19)) {
     ebig = scratch(10, H * W * Cmid);
     const int64_t parts = balanced_parts(1, H, 2 * threads, threads);
     parallel_tasks(parts, [&] {

@@ -8,6 +8,8 @@ import torch
 
 import fastzoo
 from fastzoo.layers import BlockSequence, block_sequence
+from fastzoo import _ext
+from helpers import num_threads
 from zoo_helpers import randomize_bn
 
 pytestmark = pytest.mark.skipif(not fastzoo._ext.loaded(), reason="fastzoo._C is not built")
@@ -206,6 +208,90 @@ def test_block_chain_global_avg_pool(layout, dtype):
         torch.testing.assert_close(y.double(), mean, rtol=2**-8 + 1e-6, atol=0)
     else:
         torch.testing.assert_close(y, mean.to(dtype))
+
+
+_ACTS = {"identity": lambda v: v, "silu": torch.nn.functional.silu, "hardswish": torch.nn.functional.hardswish,
+         "relu6": torch.nn.functional.relu6}
+
+
+def _head_chain(cin, cmid, cout, act1, act2, residual=None):
+    """A chain of a classifier head's steps (1x1 conv + BN + act, the pool, a Linear as a 1x1 conv + act) with
+    random weights, and its float64 oracle."""
+    g = torch.Generator().manual_seed(cin * cmid + cout)
+    w1, w2 = torch.randn(cmid, cin, 1, 1, generator=g) / cin**0.5, torch.randn(cout, cmid, 1, 1, generator=g) / cmid**0.5
+    sc1, sh1 = torch.rand(cmid, generator=g) + 0.5, torch.randn(cmid, generator=g)
+    sc2, sh2 = torch.rand(cout, generator=g) + 0.5, torch.randn(cout, generator=g)
+    chain = fastzoo._ext._C.BlockChain()
+    chain.add("pwconv_bn_act", [w1, sc1, sh1, None], [], [act1])
+    chain.add("global_avg_pool", [], [], [])
+    chain.add("pwconv_bn_act", [w2, sc2, sh2, residual], [], [act2])
+
+    def oracle(x):
+        d = lambda t: t.double()
+        h = _ACTS[act1](torch.einsum("nchw,oc->nohw", d(x), d(w1.flatten(1))) * d(sc1)[:, None, None] + d(sh1)[:, None, None])
+        y = torch.einsum("nc,oc->no", h.mean((2, 3)), d(w2.flatten(1))) * d(sc2) + d(sh2)
+        y = y[:, :, None, None] + (d(residual) if residual is not None else 0)
+        return _ACTS[act2](y).float()
+    return chain, oracle, w2
+
+
+def _profiled_names(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        y = fn()
+    return y, {e.name for e in prof.events()}
+
+
+# A classifier head runs as one head_pool_linear where its input is float32 channels_last and small (up to 64 Ki
+# floats: batch 1 of the zoo's heads); otherwise step by step. Channel counts off the 16-channel panels, odd maps.
+@pytest.mark.parametrize("n,cin,cmid,cout,hw,act1,act2,fused", [
+    (1, 19, 40, 37, (5, 3), "silu", "identity", True),
+    (2, 24, 64, 1000, (7, 7), "hardswish", "hardswish", True),
+    (1, 3, 17, 5, (1, 1), "relu6", "identity", True),
+    (1, 1400, 32, 10, (7, 7), "silu", "identity", False),  # 68600 input floats
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_block_chain_fused_head(n, cin, cmid, cout, hw, act1, act2, fused, threads):
+    chain, oracle, w2 = _head_chain(cin, cmid, cout, act1, act2)
+    x = torch.randn(n, cin, *hw).contiguous(memory_format=torch.channels_last)
+    with num_threads(threads), torch.no_grad():
+        y, names = _profiled_names(lambda: chain.run(x))
+        assert y.shape == (n, cout, 1, 1) and y.is_contiguous()
+        close(y, oracle(x))
+        assert ("fastzoo::chain::head_pool_linear" in names) == fused
+        assert ("fastzoo::chain::global_avg_pool" in names) == (not fused)
+        torch.testing.assert_close(chain.run(x), y, rtol=0, atol=0)  # the same tasks, summed in the same order
+        w2.mul_(-0.5)  # in place: the transposed copy is made again
+        close(chain.run(x), oracle(x))
+        if fused:  # NCHW or a strided view: step by step, the same values
+            for other in (x.contiguous(), x[:, :, :, :].transpose(2, 3).contiguous().transpose(2, 3)):
+                y2, names = _profiled_names(lambda: chain.run(other))
+                close(y2, oracle(x))
+                assert ("fastzoo::chain::head_pool_linear" in names) == other.is_contiguous(
+                    memory_format=torch.channels_last)  # a 1x1 map is both
+
+
+def test_block_chain_fused_head_stolen_order():
+    """Which thread runs which task does not change the logits: each task has its own partial sums."""
+    chain, oracle, _ = _head_chain(40, 200, 37, "silu", "identity")
+    x = torch.randn(1, 40, 7, 7).contiguous(memory_format=torch.channels_last)
+    with num_threads(1), torch.no_grad():
+        y = chain.run(x)
+        _ext._C.set_simulated_stealing(True)
+        try:
+            torch.testing.assert_close(chain.run(x), y, rtol=0, atol=0)
+        finally:
+            _ext._C.set_simulated_stealing(False)
+        close(y, oracle(x))
+
+
+def test_block_chain_head_with_a_residual_runs_step_by_step():
+    res = torch.randn(1, 37, 1, 1)
+    chain, oracle, _ = _head_chain(19, 40, 37, "silu", "identity", residual=res)
+    x = torch.randn(1, 19, 5, 3).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y, names = _profiled_names(lambda: chain.run(x))
+    close(y, oracle(x))
+    assert "fastzoo::chain::head_pool_linear" not in names
 
 
 def test_block_chain_rejects_bad_steps():

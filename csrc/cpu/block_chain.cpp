@@ -48,6 +48,13 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
       if (kind != Kind::DwKC ? w->size(2) * w->size(3) == 1 : w->size(1) == 1)
         step.packed.push_back(Packed{kind, *w});
     }
+    // a classifier head: the Linear's weight also transposed, for head_pool_linear
+    const size_t n = steps_.size();
+    if (k.op == Op::PwConv && n >= 2 && steps_[n - 1].op == Op::GlobalAvgPool && steps_[n - 2].op == Op::PwConv &&
+        !step.packed.empty() && step.packed[0].kind == Kind::Panels) {
+      step.packed.push_back(Packed{Kind::Transposed, step.packed[0].w});
+      steps_[n - 2].head = true;
+    }
     steps_.push_back(std::move(step));
     return;
   }
@@ -91,6 +98,8 @@ void BlockChain::refresh(std::vector<Packed>& packed) {
     if (p.w.const_data_ptr() == p.data && version == p.version) continue;
     if (p.kind == Packed::Kind::DwKC) {
       p.packed = dw_weight_kc(p.w, at::kFloat);
+    } else if (p.kind == Packed::Kind::Transposed) {
+      p.packed = p.w.reshape({p.w.size(0), -1}).t().contiguous();
     } else if (p.kind == Packed::Kind::PanelsBf16) {
       const at::Tensor w2d = p.w.reshape({p.w.size(0), -1});
       p.packed = at::empty({packed_panels_bf16_size(w2d.size(1), w2d.size(0))}, w2d.options());
@@ -166,6 +175,25 @@ at::Tensor global_avg_pool(const at::Tensor& x) {
 }
 }  // namespace
 
+at::Tensor BlockChain::run_head(size_t k, const at::Tensor& x) const {
+  const Step &conv = steps_[k], &linear = steps_[k + 2];
+  if (conv.t[3].has_value() || linear.t[3].has_value()) return {};  // residuals: not a classifier head
+  refresh(linear.packed);
+  const Packed* wt = nullptr;
+  for (const Packed& p : linear.packed)
+    if (p.kind == Packed::Kind::Transposed && linear.t[0].has_value() && p.data == linear.t[0]->const_data_ptr())
+      wt = &p;
+  const Act act1 = parse_act(conv.s[0]), act2 = parse_act(linear.s[0]);
+  if (wt == nullptr || !valid_act(act1) || !valid_act(act2)) return {};
+  // the step-by-step path checks what this does not
+  const at::Tensor &w1 = *conv.t[0], &w2 = *linear.t[0];
+  if (w2.dim() != 4 || w2.size(1) != w1.size(0) || w2.size(2) * w2.size(3) != 1 || w1.size(1) != x.size(1) ||
+      w1.size(2) * w1.size(3) != 1)
+    return {};
+  return head_pool_linear(x, w1, prepacked_panels(w1), *conv.t[1], *conv.t[2], act1, wt->packed, *linear.t[1],
+                          *linear.t[2], act2);
+}
+
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
   std::lock_guard<std::mutex> lock(running_);  // the buffers belong to one run at a time
   struct Disarm {  // also when an op throws: no later new_output() of this thread may hand out a buffer
@@ -187,6 +215,15 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
     static const char* const names[] = {"fastzoo::chain::mbconv", "fastzoo::chain::fused_mbconv",
                                         "fastzoo::chain::pwconv_bn_act", "fastzoo::chain::dwconv_bn_act",
                                         "fastzoo::chain::global_avg_pool"};
+    if (st.head && k + 2 < steps_.size()) {  // this step, the pool and the Linear in one region where they can
+      t_armed = k + 3 < steps_.size() ? &buffers_[k % 2] : nullptr;  // the output of step k + 2
+      if (at::Tensor y = run_head(k, x); y.defined()) {
+        x = y;
+        k += 2;
+        continue;
+      }
+      t_armed = k + 1 < steps_.size() ? &buffers_[k % 2] : nullptr;
+    }
     RECORD_FUNCTION(names[static_cast<int>(st.op)], c10::ArrayRef<const c10::IValue>{});
     switch (st.op) {
       case Op::MBConv:

@@ -24,10 +24,11 @@ class BlockChain {
   size_t size() const { return steps_.size(); }
 
   // A weight of a step in the layout its kernel reads, made again when the weight's data pointer or version
-  // changes: a float32 1x1 conv's packed panels (prepacked_panels), a bf16 one's (prepacked_panels_bf16), or a
-  // float32 depthwise conv's (K*K, C) copy (dw_weight_kc).
+  // changes: a float32 1x1 conv's packed panels (prepacked_panels), a bf16 one's (prepacked_panels_bf16), a
+  // float32 depthwise conv's (K*K, C) copy (dw_weight_kc), or a classifier Linear's float32 weight transposed
+  // (head_pool_linear).
   struct Packed {
-    enum class Kind { Panels, PanelsBf16, DwKC } kind;
+    enum class Kind { Panels, PanelsBf16, DwKC, Transposed } kind;
     at::Tensor w;
     const void* data = nullptr;
     int64_t version = -1;
@@ -42,8 +43,13 @@ class BlockChain {
     std::vector<int64_t> i;
     std::vector<std::string> s;
     mutable std::vector<Packed> packed;
+    // a pwconv_bn_act followed by global_avg_pool and a pwconv_bn_act on the pooled values (a classifier head):
+    // run() may run the three as one head_pool_linear
+    bool head = false;
   };
   static void refresh(std::vector<Packed>& packed);
+  // steps k, k + 1 and k + 2 (a head) on x by head_pool_linear, or an undefined tensor where it does not apply
+  at::Tensor run_head(size_t k, const at::Tensor& x) const;
   std::vector<Step> steps_;
   // the ping-pong output buffers (flat, grown as needed) of the steps but the last; one run at a time
   mutable at::Tensor buffers_[2];

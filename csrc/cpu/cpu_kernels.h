@@ -208,6 +208,14 @@ struct SeArgs {
 // calls around the FCs cost more than a small block's FCs. False (nothing written) unless the fast paths are on
 // and the weights and biases are dense float32.
 bool se_gate_f32(const float* means, int64_t N, int64_t C, const SeArgs& se, float* g);
+// A classifier head in one parallel region (head_pool_linear.cpp): (N, Cout, 1, 1) = act2(mean over pixels of
+// act1(conv1x1(x, w1) * sc1 + sh1) @ w2t * sc2 + sh2), for float32 dense channels_last x (N, Cin, H, W) of at most
+// 64 Ki floats, w1 (Cmid, Cin, 1, 1) with its packed panels (prepacked_panels), w2t the Linear's weight transposed
+// (Cmid, Cout), per-channel vectors float32; the output from new_output. An undefined tensor (nothing computed)
+// where it does not apply.
+at::Tensor head_pool_linear(const at::Tensor& x, const at::Tensor& w1, const float* w1_panels,
+                            const at::Tensor& sc1, const at::Tensor& sh1, Act act1, const at::Tensor& w2t,
+                            const at::Tensor& sc2, const at::Tensor& sh2, Act act2);
 // The cache-tiled mbconv (mbconv_tiled.cpp): float32 (or bf16 where cpu_has_avx512bf16()), dense channels_last
 // x and out; ew2d undefined when there is no expansion; per-channel vectors in float. Returns false (nothing
 // written) where it does not apply.

@@ -187,25 +187,31 @@ void panel_rows(const float* a, int64_t lda, const float* wp, int64_t P, int64_t
     if (silu512) tile_silu512<MR>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
     else tile<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
   };
+  // A whole panel, where the CPU has AVX-512F: a zmm per row (tile512). A half panel (8 channels, the last of 24
+  // or 40): a ymm per row (AVX2 tile), where a zmm left half its lanes idle; Zen 4 runs two ymm FMAs per cycle or
+  // one zmm (in-process A/B at batch 1: efficientnet_b0 1.010x, mobilenet_v2 1.002-1.009x, mobilenet_v3_large
+  // 1.009-1.018x, mobilenet_v3_small 1.010x; mobilenet_v2 at batch 32 1.014x). Both in tiles of 8 rows, or of 8
+  // and 7 where those cover every row: 49 rows (7x7 maps) as 6 x 8 + 1 left a one-row tile, whose accumulators
+  // wait on the FMA latency at every k (efficientnet_b0 1.015x: its 7x7 blocks 1.03-1.04x; mobilenet_v2 1.013x,
+  // mobilenet_v3_large 1.006x, mobilenet_v3_small 1.005x; efficientnet_b0 at batch 32 1.007-1.012x). All
+  // bit-identical: each output's FMAs in the same order.
   int64_t p = 0;
-  if (cpu_has_avx512f()) {
-    auto tile512_at = [&]<int MR>(int64_t p) {
-      tile512<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, r ? r + p * ldr : nullptr, ldr, last);
+  if (NB == 1 || cpu_has_avx512f()) {
+    auto tile8_at = [&]<int MR>(int64_t p) {
+      const float* rp = r ? r + p * ldr : nullptr;
+      if constexpr (NB == 2) tile512<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
+      else tile<MR, NB, A>(a + p * lda, lda, wp, K, c + p * ldc, ldc, sc, sh, rp, ldr, last);
     };
-    // Tiles of 8 rows, or of 8 and 7 where those cover every row: 49 rows (7x7 maps) as 6 x 8 + 1 left a one-row
-    // tile, whose two AVX2 accumulators wait on the FMA latency at every k (a quarter of the 8-row tile's rate).
-    // Bit-identical; in-process A/B at batch 1: efficientnet_b0 1.015x (its 7x7 blocks 1.03-1.04x), mobilenet_v2
-    // 1.013x, mobilenet_v3_large 1.006x, mobilenet_v3_small 1.005x; efficientnet_b0 at batch 32 1.007-1.012x.
     const int64_t tiles = (P + kRows512 - 1) / kRows512;
     if (P >= (kRows512 - 1) * tiles) {
       for (int64_t t = 0, eights = P - (kRows512 - 1) * tiles; t < tiles; ++t) {
-        if (t < eights) tile512_at.template operator()<kRows512>(p);
-        else tile512_at.template operator()<kRows512 - 1>(p);
+        if (t < eights) tile8_at.template operator()<kRows512>(p);
+        else tile8_at.template operator()<kRows512 - 1>(p);
         p += t < eights ? kRows512 : kRows512 - 1;
       }
       return;
     }
-    for (; p + kRows512 <= P; p += kRows512) tile512_at.template operator()<kRows512>(p);
+    for (; p + kRows512 <= P; p += kRows512) tile8_at.template operator()<kRows512>(p);
   }
   row_tiles<kRows>(p, P, tile_at);
 }

@@ -1,12 +1,13 @@
 // A classifier head in one parallel region: a 1x1 conv + BN + act, the global average pool and a Linear
 // (+ act), as BlockChain runs the last steps of efficientnet, mobilenet_v2 and mobilenet_v3 at small batches.
 //
-// Step by step, the Linear reads its weights (5 MB for 1280 -> 1000) from DRAM only after the conv is done:
-// bound by memory bandwidth, with nothing to overlap. Here each task takes 16-channel panels of the conv's
-// output, pools them as soon as they are computed and adds their share of the Linear at once
-// (a rank-16 update of the logits from 16 rows of the Linear's transposed weight), so the Linear's weights stream
-// in while the conv computes. Each task sums into its own partial logits, added in task order at the end:
-// the result does not depend on which thread ran a task.
+// Each task takes 16-channel panels of the conv's output, pools them as soon as they are computed and adds their
+// share of the Linear at once (a rank-16 update of the logits from 16 rows of the Linear's transposed weight):
+// no pool step, no conv output in memory, and the Linear's weights (5 MB for 1280 -> 1000, from DRAM) read panel
+// by panel between the conv's FMAs instead of all after them. efficientnet_b0's head: 0.39 ms against 0.43 for
+// the three steps; the weights' reads still follow each panel's FMAs rather than overlap them (prefetching them a
+// panel ahead was slower). Each task sums into its own partial logits, added in task order at the end: the
+// result does not depend on which thread ran a task.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
@@ -93,8 +94,7 @@ at::Tensor head_pool_linear(const at::Tensor& x, const at::Tensor& w1, const flo
   float* op = out.data_ptr<float>();
   for (int64_t t = 1; t < tasks; ++t)
     for (int64_t i = 0; i < N * Cout; ++i) parts[i] += parts[t * N * Cout + i];
-  for (int64_t img = 0; img < N; ++img)
-    for (int64_t o = 0; o < Cout; ++o) op[img * Cout + o] = apply_act<float>(parts[img * Cout + o] * s2[o] + h2[o], act2);
+  for (int64_t i = 0; i < N * Cout; ++i) op[i] = apply_act<float>(parts[i] * s2[i % Cout] + h2[i % Cout], act2);
   return out;
 }
 

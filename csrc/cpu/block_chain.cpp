@@ -115,14 +115,19 @@ void BlockChain::refresh(std::vector<Packed>& packed) {
 }
 
 namespace {
-const BlockChain::Packed* prepacked(const at::Tensor& w, BlockChain::Packed::Kind kind) {
-  const auto* packed = static_cast<const std::vector<BlockChain::Packed>*>(t_packed);
+// w's packed copy of that kind among a step's, or null
+const BlockChain::Packed* find_packed(const std::vector<BlockChain::Packed>* packed, const at::Tensor& w,
+                                      BlockChain::Packed::Kind kind) {
   if (packed == nullptr || !w.defined()) return nullptr;
   for (const auto& p : *packed)
     if (p.kind == kind && p.data == w.const_data_ptr() && p.w.numel() == w.numel() && p.w.size(0) == w.size(0) &&
         w.scalar_type() == p.w.scalar_type() && w.is_contiguous())
       return &p;
   return nullptr;
+}
+// the running step's
+const BlockChain::Packed* prepacked(const at::Tensor& w, BlockChain::Packed::Kind kind) {
+  return find_packed(static_cast<const std::vector<BlockChain::Packed>*>(t_packed), w, kind);
 }
 }  // namespace
 
@@ -179,17 +184,13 @@ at::Tensor BlockChain::run_head(size_t k, const at::Tensor& x) const {
   const Step &conv = steps_[k], &linear = steps_[k + 2];
   if (conv.t[3].has_value() || linear.t[3].has_value()) return {};  // residuals: not a classifier head
   refresh(linear.packed);
-  const Packed* wt = nullptr;
-  for (const Packed& p : linear.packed)
-    if (p.kind == Packed::Kind::Transposed && linear.t[0].has_value() && p.data == linear.t[0]->const_data_ptr())
-      wt = &p;
+  const at::Tensor w2 = linear.t[0].value_or(at::Tensor());
+  const Packed* wt = find_packed(&linear.packed, w2, Packed::Kind::Transposed);
   const Act act1 = parse_act(conv.s[0]), act2 = parse_act(linear.s[0]);
-  if (wt == nullptr || !valid_act(act1) || !valid_act(act2)) return {};
-  // the step-by-step path checks what this does not
-  const at::Tensor &w1 = *conv.t[0], &w2 = *linear.t[0];
-  if (w2.dim() != 4 || w2.size(1) != w1.size(0) || w2.size(2) * w2.size(3) != 1 || w1.size(1) != x.size(1) ||
-      w1.size(2) * w1.size(3) != 1)
+  // the Linear a 1x1 conv (head_pool_linear checks the rest; the step-by-step path reports what does not fit)
+  if (wt == nullptr || !valid_act(act1) || !valid_act(act2) || w2.dim() != 4 || w2.size(2) * w2.size(3) != 1)
     return {};
+  const at::Tensor& w1 = *conv.t[0];
   return head_pool_linear(x, w1, prepacked_panels(w1), *conv.t[1], *conv.t[2], act1, wt->packed, *linear.t[1],
                           *linear.t[2], act2);
 }

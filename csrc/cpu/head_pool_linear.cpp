@@ -55,8 +55,9 @@ at::Tensor head_pool_linear(const at::Tensor& x, const at::Tensor& w1, const flo
     return {};
   const int64_t N = x.size(0), Cin = x.size(1), P = x.size(2) * x.size(3);
   const int64_t Cmid = w1.size(0), Cout = w2t.size(1);
-  if (N == 0 || P == 0 || N * P * Cin > kMaxInputFloats || w1.numel() != Cmid * Cin || w2t.size(0) != Cmid ||
-      !is_f32_vec(sc1, Cmid) || !is_f32_vec(sh1, Cmid) || !is_f32_vec(sc2, Cout) || !is_f32_vec(sh2, Cout))
+  if (N == 0 || P == 0 || N * P * Cin > kMaxInputFloats || w1.size(1) != Cin || w1.size(2) * w1.size(3) != 1 ||
+      w2t.size(0) != Cmid || !is_f32_vec(sc1, Cmid) || !is_f32_vec(sh1, Cmid) || !is_f32_vec(sc2, Cout) ||
+      !is_f32_vec(sh2, Cout))
     return {};
   RECORD_FUNCTION("fastzoo::chain::head_pool_linear", c10::ArrayRef<const c10::IValue>{});
   const float *xp = x.const_data_ptr<float>(), *wt = w2t.const_data_ptr<float>();

@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/block_chain.h"
+#include "cpu/huge_pages.h"
 
 TORCH_LIBRARY(fastzoo, m) {
   m.def("dwconv_bn_act(Tensor x, Tensor weight, Tensor scale, Tensor shift, int stride=1, int padding=-1, "
@@ -71,6 +72,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return d;
   }, "Which vector paths the CPU kernels take on this CPU (AVX-512 off with FASTZOO_NO_AVX512=1): avx2, avx512f, "
      "and avx512bf16 (the bf16 GEMMs of pwconv_bn_act and the cache-tiled mbconv).");
+  m.def("huge_page_empty", [](int64_t numel, at::ScalarType dtype) {
+    return fastzoo::cpu::huge_page_empty(numel, at::TensorOptions().dtype(dtype));
+  }, "Testing aid: the buffers a BlockChain and the tiled mbconv keep (huge_pages.h): a flat tensor of numel "
+     "elements, from 1 MiB in memory of its own, 2 MiB-aligned and madvised for transparent huge pages.");
   fastzoo::bind_chain_guard(m);
   m.def("rgb_to_channels_last", &fastzoo::cpu::rgb_to_channels_last, py::call_guard<py::gil_scoped_release>(),
         "x.contiguous(memory_format=torch.channels_last) for a contiguous (N, 3, H, W) float32 CPU tensor.");

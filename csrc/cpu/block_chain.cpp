@@ -87,28 +87,34 @@ at::Tensor new_output(at::IntArrayRef sizes, const at::TensorOptions& options, a
   if (!buf->defined() || buf->numel() < numel || buf->dtype() != options.dtype() || buf->device() != options.device()) {
     // a normal tensor even in inference mode: a later run outside it (no_grad) writes into it too
     c10::InferenceMode normal(false);
-    *buf = at::empty({numel}, options);
+    *buf = huge_page_empty(numel, options);
   }
   return buf->as_strided(sizes, strides_of(sizes, format));
 }
 
-void BlockChain::refresh(std::vector<Packed>& packed) {
+void BlockChain::refresh(std::vector<Packed>& packed) const {
   for (Packed& p : packed) {
     const int64_t version = p.w.is_inference() ? 0 : static_cast<int64_t>(p.w._version());
     if (p.w.const_data_ptr() == p.data && version == p.version) continue;
+    at::Tensor fresh;
     if (p.kind == Packed::Kind::DwKC) {
-      p.packed = dw_weight_kc(p.w, at::kFloat);
+      fresh = dw_weight_kc(p.w, at::kFloat);
     } else if (p.kind == Packed::Kind::Transposed) {
-      p.packed = p.w.reshape({p.w.size(0), -1}).t().contiguous();
+      fresh = p.w.reshape({p.w.size(0), -1}).t().contiguous();
     } else if (p.kind == Packed::Kind::PanelsBf16) {
       const at::Tensor w2d = p.w.reshape({p.w.size(0), -1});
-      p.packed = at::empty({packed_panels_bf16_size(w2d.size(1), w2d.size(0))}, w2d.options());
-      pack_panels_bf16(w2d, reinterpret_cast<uint16_t*>(p.packed.data_ptr<c10::BFloat16>()));
+      fresh = at::empty({packed_panels_bf16_size(w2d.size(1), w2d.size(0))}, w2d.options());
+      pack_panels_bf16(w2d, reinterpret_cast<uint16_t*>(fresh.data_ptr<c10::BFloat16>()));
     } else {
       const at::Tensor w2d = p.w.reshape({p.w.size(0), -1}).contiguous();
-      p.packed = at::empty({packed_panels_size(w2d.size(1), w2d.size(0))}, w2d.options());
-      pack_jobs({{&w2d, nullptr, p.packed.data_ptr<float>()}});
+      fresh = at::empty({packed_panels_size(w2d.size(1), w2d.size(0))}, w2d.options());
+      pack_jobs({{&w2d, nullptr, fresh.data_ptr<float>()}});
     }
+    // into the arena: in place where a weight changed in place (the same shape), else a new copy
+    if (p.packed.defined() && p.packed.sizes() == fresh.sizes() && p.packed.dtype() == fresh.dtype())
+      p.packed.copy_(fresh);
+    else
+      p.packed = arena_.copy_of(fresh);
     p.data = p.w.const_data_ptr();
     p.version = version;
   }

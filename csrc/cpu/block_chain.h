@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "huge_pages.h"
+
 namespace fastzoo {
 namespace cpu {
 
@@ -47,9 +49,11 @@ class BlockChain {
     // run() may run the three as one head_pool_linear
     bool head = false;
   };
-  static void refresh(std::vector<Packed>& packed);
+  // (re)packs what changed, into arena_
+  void refresh(std::vector<Packed>& packed) const;
   // steps k, k + 1 and k + 2 (a head) on x by head_pool_linear, or an undefined tensor where it does not apply
   at::Tensor run_head(size_t k, const at::Tensor& x) const;
+  mutable HugePageArena arena_;  // holds the packed weights
   std::vector<Step> steps_;
   // the ping-pong output buffers (flat, grown as needed) of the steps but the last; one run at a time
   mutable at::Tensor buffers_[2];

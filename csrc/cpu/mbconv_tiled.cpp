@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu_kernels.h"
+#include "huge_pages.h"
 #include "parallel_tasks.h"
 #include "fastzoo/cpu_vec.h"
 
@@ -87,10 +88,10 @@ inline const float* fp(const at::Tensor& t) { return t.defined() ? t.const_data_
 // caller's per-strip SE sums; 7: a thread's bf16 rows for the projection (bf16 blocks); 8-9: the caller's SE means
 // and gate; 10: the caller's expanded image (strips of one image expanded first).
 float* scratch(int slot, int64_t n) {
-  thread_local std::vector<float> bufs[11];
-  std::vector<float>& b = bufs[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(n);
-  return b.data();
+  thread_local at::Tensor bufs[11];  // from 1 MiB in huge pages (huge_pages.h)
+  at::Tensor& b = bufs[slot];
+  if (!b.defined() || b.numel() < n) b = huge_page_empty(n, at::TensorOptions().dtype(at::kFloat));
+  return b.data_ptr<float>();
 }
 // The same slots holding n 16-bit values (packed bf16 weights, bf16 rows).
 uint16_t* scratch16(int slot, int64_t n) { return reinterpret_cast<uint16_t*>(scratch(slot, (n + 1) / 2)); }

@@ -1,9 +1,10 @@
 // Buffers in 2 MiB pages where Linux grants them (transparent huge pages, which this kernel's default
 // "madvise" mode gives only to memory that asks). A batch-1 forward streams its packed weights (efficientnet_b0:
 // 21 MB) and its activations and scratch through a few thousand 4 KiB pages, and on these VMs every TLB miss is a
-// nested page walk: with them in huge pages, efficientnet_b0 ran 4.4% faster, mobilenet_v3_small 3.5%,
-// mobilenet_v2 2.3% (two copies of a model in one process, one with its buffers in huge pages, forwards
-// alternating, 400-800 each). Elsewhere, or where the kernel declines, they are ordinary memory.
+// nested page walk. With them in huge pages, at batch 1 efficientnet_b0 ran 1.038x as fast, mobilenet_v2 1.039x,
+// mobilenet_v3_large 1.014x, mobilenet_v3_small 1.012x; at batch 32 efficientnet_b0 1.018x, mobilenet_v3_small
+// 1.009x (two copies of a model in one process, one on 4 KiB pages, forwards alternating, 60-1000 each).
+// Elsewhere, or where the kernel declines, they are ordinary memory.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -174,8 +174,9 @@ def test_a_hook_on_a_stage_after_a_one_call_run(chain_runs):
 @pytest.mark.parametrize("op", ["pwconv_bn_act", "dwconv_bn_act"])
 def test_the_chain_packs_weights_again_when_they_change(op, dtype):
     """The chain keeps its 1x1 and depthwise convs' weights packed from run to run (bf16 1x1 weights as the bf16
-    GEMM's pairs, where the CPU has AVX512-BF16; bf16 depthwise weights as float32 (K*K, C)); an in-place change
-    (a _version bump) or new storage (.data =) has them packed again."""
+    GEMM's pairs, where the CPU has AVX512-BF16; bf16 depthwise weights as float32 (K*K, C)) and its other tensor
+    arguments copied (the scale and shift); an in-place change (a _version bump) or new storage (.data =) has them
+    packed or copied again."""
     shape, ints = ((40, 24, 1, 1), []) if op == "pwconv_bn_act" else ((24, 1, 3, 3), [1, -1])
     w, sc, sh = torch.randn(shape, dtype=dtype), torch.rand(shape[0]) + 0.5, torch.randn(shape[0])
     x = torch.randn(1, 24, 14, 14, dtype=dtype).contiguous(memory_format=torch.channels_last)
@@ -183,7 +184,8 @@ def test_the_chain_packs_weights_again_when_they_change(op, dtype):
     chain.add(op, [w, sc, sh] + ([None] if op == "pwconv_bn_act" else []), ints, ["relu"])
     with torch.no_grad():
         new_storage = lambda: setattr(w, "data", torch.randn(shape, dtype=dtype))  # noqa: E731
-        for change in (lambda: None, lambda: w.mul_(-2), new_storage):
+        new_shift = lambda: setattr(sh, "data", torch.randn(shape[0]))  # noqa: E731
+        for change in (lambda: None, lambda: w.mul_(-2), new_storage, lambda: sc.mul_(1.5), new_shift):
             change()
             expected = getattr(torch.ops.fastzoo, op)(x, w, sc, sh, *ints, "relu")
             torch.testing.assert_close(chain.run(x), expected, rtol=0, atol=0)

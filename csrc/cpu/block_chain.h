@@ -25,16 +25,18 @@ class BlockChain {
   at::Tensor run(const at::Tensor& x) const;
   size_t size() const { return steps_.size(); }
 
-  // A weight of a step in the layout its kernel reads, made again when the weight's data pointer or version
-  // changes: a float32 1x1 conv's packed panels (prepacked_panels), a bf16 one's (prepacked_panels_bf16), a
-  // float32 depthwise conv's (K*K, C) copy (dw_weight_kc), or a classifier Linear's float32 weight transposed
-  // (head_pool_linear).
+  // A weight of a step in the layout its kernel reads, in the chain's huge-page arena, made again when the
+  // weight's data pointer or version changes: a float32 1x1 conv's packed panels (prepacked_panels), a bf16
+  // one's (prepacked_panels_bf16), a float32 depthwise conv's (K*K, C) copy (dw_weight_kc), a classifier
+  // Linear's float32 weight transposed (head_pool_linear), or a plain copy of any other tensor argument (BN
+  // scales and shifts, SE weights), which the step then runs with in its place (argument `arg`).
   struct Packed {
-    enum class Kind { Panels, PanelsBf16, DwKC, Transposed } kind;
+    enum class Kind { Panels, PanelsBf16, DwKC, Transposed, Copy } kind;
     at::Tensor w;
     const void* data = nullptr;
     int64_t version = -1;
     at::Tensor packed;
+    size_t arg = 0;  // Copy: the argument it stands in for
   };
 
  private:
@@ -42,6 +44,7 @@ class BlockChain {
   struct Step {
     Op op;
     std::vector<std::optional<at::Tensor>> t;
+    mutable std::vector<std::optional<at::Tensor>> args;  // t with the Copy kinds' copies in their places
     std::vector<int64_t> i;
     std::vector<std::string> s;
     mutable std::vector<Packed> packed;
@@ -49,8 +52,8 @@ class BlockChain {
     // run() may run the three as one head_pool_linear
     bool head = false;
   };
-  // (re)packs what changed, into arena_
-  void refresh(std::vector<Packed>& packed) const;
+  // (re)packs what of step st changed, into arena_
+  void refresh(const Step& st) const;
   // steps k, k + 1 and k + 2 (a head) on x by head_pool_linear, or an undefined tensor where it does not apply
   at::Tensor run_head(size_t k, const at::Tensor& x) const;
   mutable HugePageArena arena_;  // holds the packed weights

@@ -56,7 +56,7 @@ class BlockChain {
   void refresh(const Step& st) const;
   // steps k, k + 1 and k + 2 (a head) on x by head_pool_linear, or an undefined tensor where it does not apply
   at::Tensor run_head(size_t k, const at::Tensor& x) const;
-  mutable HugePageArena arena_;  // holds the packed weights
+  mutable HugePageArena arena_;  // holds every Packed's packed tensor
   std::vector<Step> steps_;
   // the ping-pong output buffers (flat, grown as needed) of the steps but the last; one run at a time
   mutable at::Tensor buffers_[2];

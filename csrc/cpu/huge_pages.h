@@ -22,7 +22,7 @@ at::Tensor huge_page_empty(int64_t numel, const at::TensorOptions& options);
 // weights: dozens of 10 KB - 1.5 MB tensors, each of which alone would take a whole page or none).
 class HugePageArena {
  public:
-  // a flat copy of t (contiguous, same dtype) in the arena
+  // a contiguous copy of t (same sizes and dtype) in the arena
   at::Tensor copy_of(const at::Tensor& t);
 
  private:

@@ -28,8 +28,7 @@ void BlockChain::add(const std::string& op, std::vector<std::optional<at::Tensor
     TORCH_CHECK(tensors.size() == k.tensors && ints.size() == k.ints && strs.size() == k.strs,
                 "BlockChain.add: ", op, " takes ", k.tensors, " tensors, ", k.ints, " ints and ", k.strs,
                 " strings after x, got ", tensors.size(), ", ", ints.size(), " and ", strs.size());
-    Step step{k.op, std::move(tensors), {}, std::move(ints), std::move(strs), {}};
-    step.args = step.t;
+    Step step{k.op, std::move(tensors), std::move(ints), std::move(strs), {}};
     // weights packed at the first run: the 1x1 convs' (mbconv's expansion and projection, fused_mbconv's
     // projection, pwconv_bn_act's) and the depthwise convs' (as float32 (K*K, C), for 16-bit weights too: a bf16
     // model's mbconv transposed them on every call, 1% of efficientnet_b0's bf16 forward at batch 1)
@@ -128,7 +127,7 @@ void BlockChain::refresh(const Step& st) const {
       p.packed.copy_(fresh);
     else
       p.packed = arena_.copy_of(fresh);
-    if (p.kind == Packed::Kind::Copy) st.args[p.arg] = p.packed;
+    if (p.kind == Packed::Kind::Copy) st.t[p.arg] = p.packed;
     p.data = p.w.const_data_ptr();
     p.version = version;
   }
@@ -211,8 +210,8 @@ at::Tensor BlockChain::run_head(size_t k, const at::Tensor& x) const {
   if (wt == nullptr || !valid_act(act1) || !valid_act(act2) || w2.dim() != 4 || w2.size(2) * w2.size(3) != 1)
     return {};
   const at::Tensor& w1 = *conv.t[0];
-  return head_pool_linear(x, w1, prepacked_panels(w1), *conv.args[1], *conv.args[2], act1, wt->packed,
-                          *linear.args[1], *linear.args[2], act2);
+  return head_pool_linear(x, w1, prepacked_panels(w1), *conv.t[1], *conv.t[2], act1, wt->packed, *linear.t[1],
+                          *linear.t[2], act2);
 }
 
 at::Tensor BlockChain::run(const at::Tensor& x0) const {
@@ -229,7 +228,7 @@ at::Tensor BlockChain::run(const at::Tensor& x0) const {
     t_packed = nullptr;
     refresh(st);
     t_packed = &st.packed;
-    const auto& t = st.args;
+    const auto& t = st.t;
     // a None where the schema wants a Tensor: the op's own check reports it by name
     auto T = [&](size_t k) { return t[k].has_value() ? *t[k] : at::Tensor(); };
     // each step a range of its own in torch.profiler (a flag check when no profiler runs)

@@ -43,8 +43,8 @@ class BlockChain {
   enum class Op { MBConv, FusedMBConv, PwConv, DwConv, GlobalAvgPool };
   struct Step {
     Op op;
-    std::vector<std::optional<at::Tensor>> t;
-    mutable std::vector<std::optional<at::Tensor>> args;  // t with the Copy kinds' copies in their places
+    // the arguments; a Copy kind's copy in place of the original, which its Packed keeps
+    mutable std::vector<std::optional<at::Tensor>> t;
     std::vector<int64_t> i;
     std::vector<std::string> s;
     mutable std::vector<Packed> packed;

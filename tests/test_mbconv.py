@@ -144,7 +144,8 @@ MANY_STRIPS = [
     (1, 24, 100, 24, 14, 14, 5, 1, True),
     (1, 24, 100, 20, 13, 11, 5, 1, False),
     # SE on strips: the gate folded into the packed projection weights per image (Cout < pixels, above), or
-    # applied to the rows (Cout >= pixels)
+    # applied to the rows (Cout >= pixels; and float32 batch 1 with at most 4 pixels per output channel, the
+    # 14x14 blocks below)
     (2, 16, 64, 48, 6, 6, 3, 1, True),
     # batch 1, strips balanced across the threads: 28 rows as 4 x 7 (not 13 + 13 + 2), and the SE pass 2 at
     # 14x14 cut into one piece per thread

@@ -265,9 +265,15 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // The weights packed into the caller's scratch. With SE, the projection's gate is folded into its packed
   // weights where that is less work than gating the Cmid-wide rows of the dw output: fewer output channels
   // than pixels, as in nearly every block (packed in pass 2, for one image, or per image by each thread).
+  // But a float32 image alone with at most 4 pixels per output channel (14x14 maps) gates the rows, each task
+  // its own: its gated weights, packed by both threads in a region of their own and read whole by both, cost
+  // a region and, where the VM puts the two vCPUs on different core complexes, one thread's half of them read
+  // from the other's cache. In-process A/B (ad hoc, caches flushed before each forward): efficientnet_b0
+  // 1.020-1.025x in such phases, 1.002-1.006x in the others; mobilenet_v3_large 1.010x; gating rows at every
+  // map size instead: 1.03-1.05x there but 0.99x in the others.
   // bf16 gates its packed bf16 weights per image the same way (gate_panels_bf16), or else the rows as it
   // converts them for the projection.
-  const bool gate_weights = se && Cout < OP;
+  const bool gate_weights = se && Cout < OP && !(N == 1 && !bf16 && OP <= 4 * Cout);
   // (a BlockChain's are packed already: prepacked_panels)
   const float* ew_pre = has_expand && !bf16 ? prepacked_panels(ew2d) : nullptr;
   const float* pw_pre = bf16 ? nullptr : prepacked_panels(pw2d);

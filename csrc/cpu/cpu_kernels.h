@@ -60,9 +60,13 @@ inline at::Tensor to_acc(const at::Tensor& v, const at::Tensor& x) {
 void check_dw_args(const std::string& op, const at::Tensor& x, int64_t C, const at::Tensor& weight,
                    const at::Tensor& scale, const at::Tensor& shift, const char* wname, const char* sname,
                    const char* hname);
-// weight (Cout, Cin) or (Cout, Cin, 1, 1) for input channels cin; returns it as a contiguous (Cout, Cin) matrix.
+// weight (Cout, Cin) or (Cout, Cin, 1, 1) for input channels cin; check_pw_weight also returns it as a contiguous
+// (Cout, Cin) matrix (pw_matrix).
+void check_pw_weight_shape(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
+                           int64_t cin);
 at::Tensor check_pw_weight(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
                            int64_t cin);
+at::Tensor pw_matrix(const at::Tensor& weight);
 
 // dwconv into `out` (allocated by the caller, N C OH OW, any memory format); scale/shift in the acc dtype.
 // sums: when defined, an (N, C) acc-dtype tensor that receives the per-channel sums of the stored output

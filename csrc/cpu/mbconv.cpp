@@ -24,15 +24,19 @@ namespace {
 
 inline bool given(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
-// A 1x1 conv + folded BN stage of a block (expand or project): checks it, returns the weight as (Cout, Cin).
-at::Tensor check_pw_stage(const std::string& op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale,
-                          const at::Tensor& shift, const std::string& stage, int64_t cin) {
+// A 1x1 conv + folded BN stage of a block (expand or project): checks it, returns its output channels.
+int64_t check_pw_stage(const std::string& op, const at::Tensor& x, const at::Tensor& w, const at::Tensor& scale,
+                       const at::Tensor& shift, const std::string& stage, int64_t cin) {
   const std::string wn = stage + "_weight", sn = stage + "_scale", bn = stage + "_shift";
-  at::Tensor w2d = check_pw_weight(op, x, w, wn.c_str(), cin);
-  check_vec(op, x, scale, sn.c_str(), w2d.size(0));
-  check_vec(op, x, shift, bn.c_str(), w2d.size(0));
-  return w2d;
+  check_pw_weight_shape(op, x, w, wn.c_str(), cin);
+  check_vec(op, x, scale, sn.c_str(), w.size(0));
+  check_vec(op, x, shift, bn.c_str(), w.size(0));
+  return w.size(0);
 }
+
+// A 1x1 weight as the tiled path reads it, (Cout, Cin) row-major: the weight itself where it is contiguous, 2-d
+// or (Cout, Cin, 1, 1) (a reshape through the dispatcher cost ~0.5 us per weight and batch-1 step), else a copy.
+at::Tensor rows_of(const at::Tensor& w) { return w.is_contiguous() ? w : pw_matrix(w); }
 
 }  // namespace
 
@@ -54,16 +58,11 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   TORCH_CHECK(ns == 0 || ns == 4, op, ": expected se_w1, se_b1, se_w2 and se_b2 all given or all None");
   const bool has_se = ns == 4;
 
-  at::Tensor ew2d;
-  int64_t Cmid = Cin;
-  if (has_expand) {
-    ew2d = check_pw_stage(op, x, *expand_weight, *expand_scale, *expand_shift, "expand", Cin);
-    Cmid = ew2d.size(0);
-  }
+  const int64_t Cmid =
+      has_expand ? check_pw_stage(op, x, *expand_weight, *expand_scale, *expand_shift, "expand", Cin) : Cin;
   check_dw_args(op, x, Cmid, dw_weight, dw_scale, dw_shift, "dw_weight", "dw_scale", "dw_shift");
   if (has_se) check_se_args(op, x, Cmid, *se_w1, *se_b1, *se_w2, *se_b2, "se_");
-  const at::Tensor pw2d = check_pw_stage(op, x, project_weight, project_scale, project_shift, "project", Cmid);
-  const int64_t Cout = pw2d.size(0);
+  const int64_t Cout = check_pw_stage(op, x, project_weight, project_scale, project_shift, "project", Cmid);
   check_stride(op, stride);
   const Act act = check_act(op, "act", std::string(act_name));
   const Act se_act = check_act(op, "se_act", std::string(se_act_name));
@@ -95,10 +94,11 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   {
     SeArgs se;
     if (has_se) se = SeArgs{*se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act};
-    if (mbconv_tiled(x, ew2d, esc, esh, dw_weight, dsc, dsh, has_se ? &se : nullptr, pw2d, psc, psh, stride, act,
-                     residual, out))
+    if (mbconv_tiled(x, has_expand ? rows_of(*expand_weight) : at::Tensor(), esc, esh, dw_weight, dsc, dsh,
+                     has_se ? &se : nullptr, rows_of(project_weight), psc, psh, stride, act, residual, out))
       return out;
   }
+  const at::Tensor ew2d = has_expand ? pw_matrix(*expand_weight) : at::Tensor(), pw2d = pw_matrix(project_weight);
   // 1. expand GEMM + BN + act into a channels_last buffer
   at::Tensor h1 = x;
   if (has_expand) {
@@ -184,8 +184,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   at::Tensor pw2d;
   int64_t Cout = Cmid;
   if (has_proj) {
-    pw2d = check_pw_stage(op, x, *project_weight, *project_scale, *project_shift, "project", Cmid);
-    Cout = pw2d.size(0);
+    Cout = check_pw_stage(op, x, *project_weight, *project_scale, *project_shift, "project", Cmid);
+    pw2d = pw_matrix(*project_weight);
   }
   check_stride(op, stride);
   const Act act = check_act(op, "act", std::string(act_name));

@@ -24,14 +24,21 @@
 namespace fastzoo {
 namespace cpu {
 
-at::Tensor check_pw_weight(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
+void check_pw_weight_shape(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
                            int64_t cin) {
   check_same(op, x, weight, wname);
   const bool ok = (weight.dim() == 2 || (weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1)) &&
                   weight.size(1) == cin && weight.size(0) > 0;
   TORCH_CHECK(ok, op, ": expected ", wname, " of shape (Cout, ", cin, ") or (Cout, ", cin, ", 1, 1) for ", cin,
               " input channels, got ", weight.sizes());
-  return weight.reshape({weight.size(0), cin}).contiguous();
+}
+
+at::Tensor pw_matrix(const at::Tensor& weight) { return weight.reshape({weight.size(0), -1}).contiguous(); }
+
+at::Tensor check_pw_weight(const std::string& op, const at::Tensor& x, const at::Tensor& weight, const char* wname,
+                           int64_t cin) {
+  check_pw_weight_shape(op, x, weight, wname, cin);
+  return pw_matrix(weight);
 }
 
 namespace {

@@ -227,8 +227,8 @@ at::Tensor head_pool_linear(const at::Tensor& x, const at::Tensor& w1, const flo
                             const at::Tensor& sc1, const at::Tensor& sh1, Act act1, const at::Tensor& w2t,
                             const at::Tensor& sc2, const at::Tensor& sh2, Act act2);
 // The cache-tiled mbconv (mbconv_tiled.cpp): float32 (or bf16 where cpu_has_avx512bf16()), dense channels_last
-// x and out; ew2d undefined when there is no expansion; per-channel vectors in float. Returns false (nothing
-// written) where it does not apply.
+// x and out; the 1x1 weights ew2d and pw2d contiguous (Cout, Cin) or (Cout, Cin, 1, 1), ew2d undefined when there
+// is no expansion; per-channel vectors in float. Returns false (nothing written) where it does not apply.
 bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor& esc, const at::Tensor& esh,
                   const at::Tensor& dw_weight, const at::Tensor& dsc, const at::Tensor& dsh, const SeArgs* se,
                   const at::Tensor& pw2d, const at::Tensor& psc, const at::Tensor& psh, int64_t stride, Act act,

@@ -47,8 +47,8 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
 inline at::ScalarType acc_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
-// (v itself where it already is: to() and contiguous() through the dispatcher cost ~3 us of each batch-1 mbconv
-// step's six vectors)
+// (v itself where it already is: to() and contiguous() through the dispatcher for the six vectors of a batch-1
+// mbconv step cost 0.35 us more)
 inline at::Tensor to_acc(const at::Tensor& v, const at::Tensor& x) {
   const at::ScalarType acc = acc_dtype(x);
   if (v.scalar_type() == acc && v.is_contiguous()) return v;

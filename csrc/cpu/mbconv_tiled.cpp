@@ -270,7 +270,7 @@ bool mbconv_tiled(const at::Tensor& x, const at::Tensor& ew2d, const at::Tensor&
   // a region and, where the VM puts the two vCPUs on different core complexes, one thread's half of them read
   // from the other's cache. In-process A/B (ad hoc, caches flushed before each forward): efficientnet_b0
   // 1.020-1.025x in such phases, 1.002-1.006x in the others; mobilenet_v3_large 1.010x; gating rows at every
-  // map size instead: 1.03-1.05x there but 0.99x in the others.
+  // map size instead: 1.04-1.06x there but 0.989-1.000x in the others.
   // bf16 gates its packed bf16 weights per image the same way (gate_panels_bf16), or else the rows as it
   // converts them for the projection.
   const bool gate_weights = se && Cout < OP && !(N == 1 && !bf16 && OP <= 4 * Cout);

@@ -91,14 +91,16 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   const at::Tensor esh = has_expand ? to_acc(*expand_shift, x) : at::Tensor();
   const at::Tensor dsc = to_acc(dw_scale, x), dsh = to_acc(dw_shift, x);
   const at::Tensor psc = to_acc(project_scale, x), psh = to_acc(project_shift, x);
+  const at::Tensor ew = has_expand ? rows_of(*expand_weight) : at::Tensor(), pw = rows_of(project_weight);
   {
     SeArgs se;
     if (has_se) se = SeArgs{*se_w1, *se_b1, *se_w2, *se_b2, se_act, se_gate_act};
-    if (mbconv_tiled(x, has_expand ? rows_of(*expand_weight) : at::Tensor(), esc, esh, dw_weight, dsc, dsh,
-                     has_se ? &se : nullptr, rows_of(project_weight), psc, psh, stride, act, residual, out))
+    if (mbconv_tiled(x, ew, esc, esh, dw_weight, dsc, dsh, has_se ? &se : nullptr, pw, psc, psh, stride, act,
+                     residual, out))
       return out;
   }
-  const at::Tensor ew2d = has_expand ? pw_matrix(*expand_weight) : at::Tensor(), pw2d = pw_matrix(project_weight);
+  // (views of ew and pw, already contiguous: a non-contiguous weight is copied once)
+  const at::Tensor ew2d = has_expand ? pw_matrix(ew) : at::Tensor(), pw2d = pw_matrix(pw);
   // 1. expand GEMM + BN + act into a channels_last buffer
   at::Tensor h1 = x;
   if (has_expand) {

@@ -1,5 +1,5 @@
 """The CPU kernels' AVX2 paths where this CPU runs AVX-512 ones (SiLU's epilogues, the GEMM tiles, NCHW
-depthwise rows):
+depthwise rows, and the channel groups on the shapes those rows take here):
 FASTZOO_NO_AVX512=1 keeps the AVX2 code that CPUs without AVX-512 run, so the tests that reach those kernels
 run again in a process with it set (exit code 5, nothing collected, fails too)."""
 import os
@@ -13,7 +13,8 @@ import fastzoo
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = ["test_pwconv_bn_act.py::test_packed_gemm_shapes", "test_pwconv_bn_act.py::test_silu_epilogue_special_values",
          "test_dwconv_bn_act.py::test_activations", "test_dwconv_bn_act.py::test_nan_propagates",
-         "test_dwconv_bn_act.py::test_nchw_rows512", "test_dwconv_bn_act.py::test_nchw_row_pairs",
+         "test_dwconv_bn_act.py::test_nchw_rows512",
+         "test_dwconv_bn_act.py::test_nchw_channel_groups", "test_dwconv_bn_act.py::test_nchw_row_pairs",
          "test_mbconv.py::test_mbconv_strips", "test_mbconv.py::test_mbconv_bf16_strips",
          "test_mbconv.py::test_fused_mbconv_few_input_channels"]
 

@@ -130,14 +130,17 @@ def test_nchw_planes_stolen_order(impl, dtype):
 def test_nchw_channel_groups(impl, k, stride):
     """float32 NCHW through the CPU kernel's channel groups (eight channels turned channels_last by 8x8
     transposes; one thread and at least four groups, so the path is taken): 7x7 and 14x14 outputs (7 pixels a
-    taps call, output staged), 28-wide rows (7 a call, not staged), 8-wide and wider rows (8 a call, the last
-    call over padding), channels past the last full group, odd sizes, zero padding, every activation."""
+    taps call, output staged; at stride 1 the planes turned as flat runs, no padding in the scratch), 28-wide
+    rows (7 a call, not staged), 8-wide and wider rows (8 a call, the last call over padding), channels past the
+    last full group, several images, odd sizes, zero padding, every activation. Where the CPU has AVX-512, the
+    NCHW rows take some of these shapes; test_avx2_fallback runs them again without."""
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the C++ CPU kernel's channel groups")
     with num_threads(1):
         for c, h, w in [(37, 7 * stride, 7 * stride), (32, 8 * stride, 8 * stride + 1), (35, 13, 30),
                         (33, 14 * stride, 14 * stride), (34, 10 * stride, 28 * stride), (40, 9, 60)]:
             run_case(impl, 1, c, h, w, k, stride, "hardswish", "nchw")
+        run_case(impl, 3, 20, 7 * stride, 7 * stride, k, stride, "silu", "nchw")
         run_case(impl, 2, 21, 11, 9, k, stride, "relu", "nchw", padding=0)
         for act in ACTIVATIONS:
             run_case(impl, 1, 33, 7, 7, k, stride, act, "nchw")

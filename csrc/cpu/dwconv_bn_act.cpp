@@ -443,21 +443,32 @@ inline void gather_lanes8(const float* const (&rows)[8], int64_t n, float* out) 
 
 // PX (7 or 8) pixels of an output row of eight channels, from the zero-padded channels_last scratch x (input
 // row 0 of the taps, rows pw pixels apart; pixels past the row read its zero padding and are not stored back):
-// act(taps * vs + vh) into y. PX independent accumulators, each weight vector loaded once for all of them.
-template <int K, int S, int PX>
-__attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float* wk, __m256 vs, __m256 vh, Act act,
-                                         float* y) {
+// act(taps * vs + vh) into y. Input column by input column: each input vector is loaded once per kernel row and
+// used by every (pixel, kernel column) pair that reads it, the kernel row's K weight vectors in registers (PX + K
+// + 1 <= 16). Kernel rows outside the image are skipped (only [kh0, kh1) run), and so are the padding columns
+// where the call starts a row (L) or, at stride 1, ends one (R): they read zeros.
+template <int K, int S, int PX, bool L, bool R>
+__attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float* wk, int kh0, int kh1, __m256 vs,
+                                         __m256 vh, Act act, float* y) {
+  constexpr int pad = K / 2, NI = (PX - 1) * S + K;
+  static_assert(!R || S == 1, "the right padding is skipped at stride 1");
   __m256 acc[PX];
 #pragma GCC unroll 8
   for (int p = 0; p < PX; ++p) acc[p] = _mm256_setzero_ps();
-#pragma GCC unroll 7
-  for (int kh = 0; kh < K; ++kh) {
+  for (int kh = kh0; kh < kh1; ++kh) {
     const float* xr = x + kh * pw * 8;
+    __m256 w[K];
 #pragma GCC unroll 7
-    for (int kw = 0; kw < K; ++kw) {
-      const __m256 wv = _mm256_loadu_ps(wk + (kh * K + kw) * 8);
-#pragma GCC unroll 8
-      for (int p = 0; p < PX; ++p) acc[p] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + (p * S + kw) * 8), wv, acc[p]);
+    for (int kw = 0; kw < K; ++kw) w[kw] = _mm256_loadu_ps(wk + (kh * K + kw) * 8);
+#pragma GCC unroll 32
+    for (int i = 0; i < NI; ++i) {
+      if ((L && i < pad) || (R && i >= NI - pad)) continue;
+      const __m256 v = _mm256_loadu_ps(xr + i * 8);
+#pragma GCC unroll 7
+      for (int kw = 0; kw < K; ++kw) {
+        const int d = i - kw;  // pixel d / S reads input column i with kernel column kw
+        if (d >= 0 && d % S == 0 && d / S < PX) acc[d / S] = _mm256_fmadd_ps(v, w[kw], acc[d / S]);
+      }
     }
   }
   with_act(act, [&](auto A) {
@@ -465,6 +476,17 @@ __attribute__((noinline)) void taps8_row(const float* x, int64_t pw, const float
     for (int p = 0; p < PX; ++p)
       _mm256_storeu_ps(y + p * 8, vact<decltype(A)::value>(Vectorized<float>(_mm256_fmadd_ps(acc[p], vs, vh))));
   });
+}
+
+// taps8_row with its edge flags l and r chosen at run time (r at stride 1 only)
+template <int K, int S, int PX>
+inline void taps8_call(bool l, bool r, const float* x, int64_t pw, const float* wk, int kh0, int kh1, __m256 vs,
+                       __m256 vh, Act act, float* y) {
+  constexpr bool R = S == 1;
+  if (l && r) taps8_row<K, S, PX, true, R>(x, pw, wk, kh0, kh1, vs, vh, act, y);
+  else if (l) taps8_row<K, S, PX, true, false>(x, pw, wk, kh0, kh1, vs, vh, act, y);
+  else if (r) taps8_row<K, S, PX, false, R>(x, pw, wk, kh0, kh1, vs, vh, act, y);
+  else taps8_row<K, S, PX, false, false>(x, pw, wk, kh0, kh1, vs, vh, act, y);
 }
 
 // NCHW float32 through channel groups: the plane kernel fills 7 of its 8 lanes on 7- and 14-wide rows, and on 7x7
@@ -489,13 +511,35 @@ struct GroupScratch {
       : ty(g.ph * g.pw * 8), wk(ty + (g.owp + 8) * 8), tz(wk + (KK + 8) * 8), size(tz + 8 * g.OH * g.OW + 8) {}
 };
 
+// Task t's image n and first channel c0 (cnt channels of 8 there), its weights gathered into wk as (K*K, 8), and
+// its BN scale and shift as vectors (zero in the lanes past cnt).
+struct GroupOf {
+  int64_t n, c0, cnt;
+  __m256 vs, vh;
+  GroupOf(const DwGroups& g, int64_t t, int64_t KK, float* wk) {
+    const int64_t G = (g.C + 7) / 8;
+    n = t / G;
+    c0 = t % G * 8;
+    cnt = std::min<int64_t>(8, g.C - c0);
+    const float* rows[8];
+    alignas(32) float scg[8], shg[8];
+    for (int j = 0; j < 8; ++j) {
+      rows[j] = j < cnt ? g.weight + (c0 + j) * KK : nullptr;
+      scg[j] = j < cnt ? g.sc[c0 + j] : 0.f;
+      shg[j] = j < cnt ? g.sh[c0 + j] : 0.f;
+    }
+    gather_lanes8(rows, KK, wk);
+    vs = _mm256_load_ps(scg);
+    vh = _mm256_load_ps(shg);
+  }
+};
+
 // Task t: image t / G, channels 8 * (t % G) on. g by value: a local copy, not reloaded after every store (the
 // extension builds with -fno-strict-aliasing).
 template <int K, int S, int PX>
 void dw_group_task(const DwGroups g, int64_t t, float* buf) {
   constexpr int64_t KK = K * K;
-  const int64_t G = (g.C + 7) / 8, n = t / G, c0 = t % G * 8, cnt = std::min<int64_t>(8, g.C - c0);
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int64_t G = (g.C + 7) / 8, HW = g.H * g.W, OHW = g.OH * g.OW;
   // the next task's planes (contiguous; after an image's last group, the next image's first), S input rows of
   // each per output row: batch 32, 1152x7x7 k3 0.61x, 576x7x7 k5 0.92x, 384x14x14 k3 (prefetched at once, not
   // spread) 0.81x (in-process A/Bs)
@@ -507,20 +551,15 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
   // 7x7 0.92-1.02x; staged, rows of 28 and 56 were 1.07-1.20x slower (in-process A/Bs).
   float* tz = buf + sl.tz;
   const bool stage = OHW <= 256;
+  const GroupOf gr(g, t, KK, wk);
+  const int64_t n = gr.n, c0 = gr.c0, cnt = gr.cnt;
   const float* rows[8];
-  alignas(32) float scg[8], shg[8];
-  for (int j = 0; j < 8; ++j) {
-    rows[j] = j < cnt ? g.weight + (c0 + j) * KK : nullptr;
-    scg[j] = j < cnt ? g.sc[c0 + j] : 0.f;
-    shg[j] = j < cnt ? g.sh[c0 + j] : 0.f;
-  }
-  gather_lanes8(rows, KK, wk);  // (K*K, 8)
   const float* xn = g.x + (n * g.C + c0) * HW;
   for (int64_t ih = 0; ih < g.H; ++ih) {
     for (int j = 0; j < 8; ++j) rows[j] = j < cnt ? xn + j * HW + ih * g.W : nullptr;
     gather_lanes8(rows, g.W, tx + ((ih + g.pad) * g.pw + g.pad) * 8);
   }
-  const __m256 vs = _mm256_load_ps(scg), vh = _mm256_load_ps(shg);
+  const __m256 vs = gr.vs, vh = gr.vh;
   float *yn = g.y + (n * g.C + c0) * OHW, *ynext = g.y + next_plane * OHW;
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     {
@@ -532,8 +571,13 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
       if (stage)
         for (int64_t o = oh * 8 * g.OW; o < (oh + 1) * 8 * g.OW; o += 16) __builtin_prefetch(ynext + o, 1, 3);
     }
-    for (int64_t ow = 0; ow < g.OW; ow += PX)
-      taps8_row<K, S, PX>(tx + (oh * S * g.pw + ow * S) * 8, g.pw, wk, vs, vh, g.act, ty + ow * 8);
+    const int kh0 = static_cast<int>(std::max<int64_t>(0, g.pad - oh * S));
+    const int kh1 = static_cast<int>(std::min<int64_t>(K, g.H + g.pad - oh * S));
+    for (int64_t ow = 0; ow < g.OW; ow += PX) {
+      // the padding columns are skipped where they are the taps' first or (stride 1) last pad columns
+      const bool l = ow == 0 && g.pad == K / 2, r = S == 1 && ow + PX == g.OW && g.pad == K / 2;
+      taps8_call<K, S, PX>(l, r, tx + (oh * S * g.pw + ow * S) * 8, g.pw, wk, kh0, kh1, vs, vh, g.act, ty + ow * 8);
+    }
     for (int64_t p = 0; p < g.OW; p += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(ty + (p + i) * 8);
@@ -551,6 +595,62 @@ void dw_group_task(const DwGroups g, int64_t t, float* buf) {
   if (stage) std::memcpy(yn, tz, cnt * OHW * sizeof(float));
 }
 
+// Small planes whose rows are whole taps calls at stride 1 (output rows a multiple of 7 wide, padding K/2): the
+// calls skip every padding row and column, so the scratch holds the image alone, and the eight planes turn
+// channels_last and back as flat runs of H*W floats (8x8 transposes that do not stop at a row's end), the output
+// straight into y.
+struct FlatScratch {
+  int64_t margin, tz, wk, size;  // the taps' base pointer of the first row lies margin floats before the image
+  FlatScratch(const DwGroups& g, int64_t KK)
+      : margin((g.pad * g.W + g.pad) * 8),
+        tz(margin + (g.H * g.W + 7) / 8 * 64),
+        wk(tz + (g.OH * g.OW + 7) / 8 * 64),
+        size(wk + (KK + 8) * 8) {}
+};
+
+inline bool dw_groups_flat(const DwGroups& g, int64_t K, int64_t S) {
+  return S == 1 && g.pad == K / 2 && g.OW % 7 == 0 && g.OH * g.OW <= 256;
+}
+
+template <int K>
+void dw_group_task_flat(const DwGroups g, int64_t t, float* buf) {
+  constexpr int64_t KK = K * K;
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const FlatScratch sl(g, KK);
+  float *tx = buf + sl.margin, *tz = buf + sl.tz, *wk = buf + sl.wk;
+  const GroupOf gr(g, t, KK, wk);
+  const int64_t cnt = gr.cnt;
+  const float* xn = g.x + (gr.n * g.C + gr.c0) * HW;
+  const float* rows[8];
+  for (int j = 0; j < 8; ++j) rows[j] = j < cnt ? xn + j * HW : nullptr;
+  gather_lanes8(rows, HW, tx);
+  // the next eight planes on, to read, and their output, to write (the next task's, where C is a multiple of 8)
+  const float* next = xn + 8 * HW;
+  float* yn = g.y + (gr.n * g.C + gr.c0) * OHW;
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    for (int64_t o = oh * 8 * HW / g.OH; o < (oh + 1) * 8 * HW / g.OH; o += 16) __builtin_prefetch(next + o, 0, 3);
+    for (int64_t o = oh * 8 * OHW / g.OH; o < (oh + 1) * 8 * OHW / g.OH; o += 16)
+      __builtin_prefetch(yn + 8 * OHW + o, 1, 3);
+    const int kh0 = static_cast<int>(std::max<int64_t>(0, g.pad - oh));
+    const int kh1 = static_cast<int>(std::min<int64_t>(K, g.H + g.pad - oh));
+    const float* xr = tx + ((oh - g.pad) * g.W - g.pad) * 8;
+    float* yr = tz + oh * g.OW * 8;
+    for (int64_t ow = 0; ow < g.OW; ow += 7)
+      taps8_call<K, 1, 7>(ow == 0, ow + 7 == g.OW, xr + ow * 8, g.W, wk, kh0, kh1, gr.vs, gr.vh, g.act,
+                          yr + ow * 8);
+  }
+  for (int64_t k = 0; k < OHW; k += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tz + (k + i) * 8);
+    transpose8(r);
+    const int64_t m = std::min<int64_t>(8, OHW - k);
+    for (int64_t j = 0; j < cnt; ++j) {
+      if (m == 8) _mm256_storeu_ps(yn + j * OHW + k, r[j]);
+      else store_n(yn + j * OHW + k, Vectorized<float>(r[j]), m);
+    }
+  }
+}
+
 template <int K, int S>
 void dw_nchw_groups_ks(const float* x, const float* weight, const float* sc, const float* sh, float* y,
                        const DwShape& s, Act act) {
@@ -560,11 +660,12 @@ void dw_nchw_groups_ks(const float* x, const float* weight, const float* sc, con
   const int64_t pw = std::max({s.W + 2 * s.pad, (OWP - 1) * S + K, s.pad + (s.W + 7) / 8 * 8});
   const int64_t ph = std::max(s.H + 2 * s.pad, (s.OH - 1) * S + K);
   const DwGroups g{x, weight, sc, sh, y, s.C, s.H, s.W, s.OH, s.OW, s.pad, pw, ph, OWP, act};
-  const auto task = PX == 7 ? dw_group_task<K, S, 7> : dw_group_task<K, S, 8>;
+  const bool flat = dw_groups_flat(g, K, S);
+  const auto task = flat ? dw_group_task_flat<K> : PX == 7 ? dw_group_task<K, S, 7> : dw_group_task<K, S, 8>;
   // runs of tasks of at least ~64K multiply-adds
   const int64_t tasks = s.N * ((s.C + 7) / 8);
   const int64_t per = items_per_task(tasks, (65536 + 8 * s.OH * s.OW * K * K - 1) / (8 * s.OH * s.OW * K * K));
-  const int64_t scratch = GroupScratch(g, K * K).size;
+  const int64_t scratch = flat ? FlatScratch(g, K * K).size : GroupScratch(g, K * K).size;
   parallel_tasks((tasks + per - 1) / per, [&] {
     // the padding is zeroed once: each task rewrites the same image cells
     return [&, buf = std::vector<float>(scratch, 0.f)](int64_t r) mutable {

@@ -48,6 +48,7 @@ void set_cpu_fastpath(bool enabled);
 bool cpu_fastpath();
 void set_simulated_stealing(bool enabled);
 void bind_chain_guard(py::module& m);
+void bind_ops(py::module& m);
 bool cpu_has_avx2();
 namespace cpu {
 at::Tensor rgb_to_channels_last(const at::Tensor& x);
@@ -77,6 +78,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }, "Testing aid: the buffers a BlockChain and the tiled mbconv keep (huge_pages.h): a flat tensor of numel "
      "elements, from 1 MiB in memory of its own, 2 MiB-aligned and madvised for transparent huge pages.");
   fastzoo::bind_chain_guard(m);
+  fastzoo::bind_ops(m);
   m.def("rgb_to_channels_last", &fastzoo::cpu::rgb_to_channels_last, py::call_guard<py::gil_scoped_release>(),
         "x.contiguous(memory_format=torch.channels_last) for a contiguous (N, 3, H, W) float32 CPU tensor.");
   py::class_<fastzoo::cpu::BlockChain>(m, "BlockChain",

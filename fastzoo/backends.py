@@ -109,10 +109,14 @@ _resolved = {}
 
 def resolve(device_type: str) -> str:
     """The concrete backend for tensors on `device_type`; a clear error if the chosen one cannot run."""
-    name = get_backend()
+    # get_backend() inlined: every fused op call comes here (a name that is not a backend is never cached)
+    name = _current
+    if name is None:
+        name = _env_backend() or "auto"
     hit = _resolved.get((name, device_type))
     if hit is not None:
         return hit
+    name = get_backend()
     chosen = _resolve(name, device_type)
     if name != "triton":
         _resolved[(name, device_type)] = chosen

@@ -1,7 +1,10 @@
 """What every op owes torch.library and autograd, on every backend: opcheck (schema, fake kernel,
 autograd registration, AOT dispatch), gradcheck in float64, and empty batches."""
+import warnings
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastzoo import ops
 from helpers import check_close, oracle
@@ -57,3 +60,48 @@ def test_empty_batch(impl, name):
     out = getattr(ops, name)(*args)
     assert out.shape[0] == 0
     assert out.shape[1:] == oracle(name, *sample(name, impl.device, n=1)).shape[1:]
+
+
+class _LogDispatch(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+class _LogFunction(torch.Tensor):
+    seen = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(func)
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_cpp_backends_keep_torch_ops_dispatch(impl, name):
+    """fastzoo.ops calls the C++ and CUDA kernels through the C++ dispatcher (fastzoo._C.ops), not torch.ops'
+    Python path: the same result as torch.ops.fastzoo.<op>, and dispatch modes, __torch_function__ subclasses,
+    the profiler and torch.jit.trace still see the op."""
+    if impl.name not in ("cpu", "cuda"):
+        pytest.skip("the C++ backends' entry")
+    args = sample(name, impl.device)
+    op = getattr(torch.ops.fastzoo, name).default
+    assert torch.equal(getattr(ops, name)(*args), op(*args))
+    with _LogDispatch() as mode:
+        getattr(ops, name)(*args)
+    assert op in mode.seen
+    _LogFunction.seen.clear()
+    getattr(ops, name)(args[0].as_subclass(_LogFunction), *args[1:])
+    assert op in _LogFunction.seen
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        getattr(ops, name)(*args)
+    assert f"fastzoo::{name}" in {e.name for e in prof.events()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated, still used
+        traced = torch.jit.trace(lambda x: getattr(ops, name)(x, *args[1:]), (args[0],))
+    assert f"fastzoo::{name}" in {n.kind() for n in traced.graph.nodes()}

@@ -150,12 +150,13 @@ def test_nchw_channel_groups(impl, k, stride):
 def test_nchw_rows512(impl, k, stride):
     """float32 NCHW through the CPU kernel's AVX-512 rows (where the CPU has AVX-512; the AVX2 paths in
     test_avx2_fallback): output rows 9-49 wide (16-wide vectors with the image's left edge, its right edge or both
-    inside them, a last vector of one lane; at stride 2 the second load of each vector past the row or not), 1-24
-    output rows (tiles of 7 rows on planes of up to 14, of 4 on taller ones, reaching above and below the image;
-    fewer rows than the padding), a crop whose rows are not contiguous with each other, every activation."""
+    inside them, a last vector of one lane; at stride 2 the second load of each vector past the row or not; at
+    stride 1, K 3 a last vector of 1-8 lanes as an 8-lane one, 24 and 56 wide filling it), 1-24 output rows
+    (tiles of 7 rows on planes of up to 14, of 4 on taller ones, reaching above and below the image; fewer rows
+    than the padding), a crop whose rows are not contiguous with each other, every activation."""
     if impl.name != "cpu" or impl.shared_math:
         pytest.skip("the C++ CPU kernel's AVX-512 rows")
-    for ow in (9, 12, 14, 16, 17, 20, 31, 32, 33, 49):
+    for ow in (9, 12, 14, 16, 17, 20, 24, 31, 32, 33, 49, 56):
         for w in {(ow - 1) * stride + 1, ow * stride}:
             for rows in (6, 17):
                 run_case(impl, 2, 3, rows * stride, w, k, stride, "hardswish", "nchw")
@@ -164,7 +165,8 @@ def test_nchw_rows512(impl, k, stride):
             run_case(impl, 1, 5, h, 18 * stride, k, stride, "relu6", "nchw")
     for act in ACTIVATIONS:
         for rows in (9, 15):
-            run_case(impl, 1, 4, rows * stride, 14 * stride, k, stride, act, "nchw")
+            for ow in (14, 24):
+                run_case(impl, 1, 4, rows * stride, ow * stride, k, stride, act, "nchw")
     x = rand(2, 6, 40, 80)[:, 1:5, 2:11 + 20 * stride, 3:3 + 34 * stride]  # unit-stride rows, 80 floats apart
     weight, (scale, shift) = rand(4, 1, k, k), bn_vectors(4)
     poison("cpu", x.numel())

@@ -6,7 +6,7 @@
 // so nothing before or past x is touched), rows above or below it are skipped. No scratch, no padding copy, no
 // transposes: one thread, stride 1, a standalone microbenchmark (not kept), 144x56x56 k3 145 us against 300 for
 // the op in a loop, 88x28x28 k3 21 against 40, 384x14x14 k3 26 against 82. Planes up to 8x8 at K 3: two rows
-// per vector (row_pairs).
+// per vector (row_pairs). At stride 1, K 3 a last column of at most 8 lanes as 8-lane vectors (tile8).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -24,6 +24,10 @@ namespace fastzoo {
 namespace cpu {
 
 #if FZ_AVX2
+// This file's kernels also use AVX-512VL (8-lane masked loads and stores, ymm16-31): every AVX-512 CPU but the
+// Xeon Phi has it, and without it the channel groups take these shapes.
+#undef FZ_AVX512
+#define FZ_AVX512 __attribute__((target("avx,avx2,fma,f16c,avx512f,avx512vl")))
 namespace {
 
 // Output rows per tile: 4 (4 accumulators, and with K 5 its 25 weight vectors, in registers); on planes of at most
@@ -141,10 +145,22 @@ FZ_AVX512 __attribute__((always_inline)) inline __m512 folded_act(__m512 v) {
   }
 }
 
-// Output rows [oh0, oh0 + R) of column c: act(vh + taps * scaled weights). Each input row's vector of kernel column kw is
-// built once and used by every output row of the tile it reaches (input row S * oh0 - pad + r is kernel row
-// r - S * i of output row oh0 + i). EDGE: the tile's input rows may lie above or below the image (skipped) and
-// its output rows past the last (not stored).
+// folded_act for 8 lanes
+template <Act A>
+FZ_AVX512 __attribute__((always_inline)) inline __m256 folded_act8(__m256 v) {
+  if constexpr (A == Act::HardSwish || A == Act::HardSigmoid) {
+    const __m256 r = _mm256_min_ps(_mm256_set1_ps(1.f), _mm256_max_ps(_mm256_setzero_ps(),
+        _mm256_fmadd_ps(v, _mm256_set1_ps(1.f / 6.f), _mm256_set1_ps(0.5f))));
+    return A == Act::HardSwish ? _mm256_mul_ps(v, r) : r;
+  } else {
+    return vact<A>(Vectorized<float>(v));
+  }
+}
+
+// Output rows [oh0, oh0 + R) of column c: act(vh + taps * scaled weights). Each input row's vector of kernel
+// column kw is built once and used by every output row of the tile it reaches (input row S * oh0 - pad + r is
+// kernel row r - S * i of output row oh0 + i). EDGE: the tile's input rows may lie above or below the image
+// (skipped) and its output rows past the last (not stored).
 template <int K, int S, int R, bool MB, bool MASKED, bool EDGE, Act A>
 FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const Plane& p, const Weights<K, MB>& wt,
                                                           __m512 vh, float* y, int64_t oh0,
@@ -175,6 +191,48 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile(const float* x, const 
   }
 }
 
+// tile for a plane's last column where at most 8 of its lanes are inside the image, at stride 1, K 3 (56-wide
+// rows: 3 full vectors and 8 columns): 8-lane vectors, two of whose FMAs take the pipes of one 16-lane FMA on
+// Zen 4, so the half-empty vector no longer costs a full one. Lanes as tile's first 8 (the column's masks' low
+// bytes), the weights the low halves of the broadcast ones. In-process A/B against the 16-lane last column, 2
+// threads: 144x56x56 batch 1 0.94x (two runs), batch 32 0.95-0.99x.
+template <int R, bool EDGE, Act A>
+FZ_AVX512 __attribute__((always_inline)) inline void tile8(const float* x, const Plane& p, const Weights<3, false>& wt,
+                                                           __m512 vh16, float* y, int64_t oh0,
+                                                           const Column<3, 1>& c) {
+  const __m256 vh = _mm512_castps512_ps256(vh16);  // the broadcast values' low halves
+  __m256 acc[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) acc[i] = vh;
+#pragma GCC unroll 16
+  for (int r = 0; r < R + 2; ++r) {
+    const int64_t ih = oh0 + r - 1;
+    if (EDGE && (ih < 0 || ih >= p.H)) continue;
+    const float* row = x + ih * p.ldx + c.c0 - 1;
+    __m256 v[3];
+#pragma GCC unroll 3
+    for (int kw = 0; kw < 3; ++kw) {
+      const __mmask8 m = static_cast<__mmask8>(c.mk[kw][0]);
+      v[kw] = m == 0xFF ? _mm256_loadu_ps(row + kw) : _mm256_maskz_loadu_ps(m, row + kw);
+    }
+#pragma GCC unroll 3
+    for (int kw = 0; kw < 3; ++kw)
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i)
+        if (r - i >= 0 && r - i < 3)
+          acc[i] = _mm256_fmadd_ps(v[kw], _mm512_castps512_ps256(wt.wv[(r - i) * 3 + kw]), acc[i]);
+  }
+  const __mmask8 om = static_cast<__mmask8>(c.om);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    if (EDGE && oh0 + i >= p.OH) break;
+    const __m256 o = folded_act8<A>(acc[i]);
+    float* d = y + (oh0 + i) * p.OW + c.c0;
+    if (om == 0xFF) _mm256_storeu_ps(d, o);
+    else _mm256_mask_storeu_ps(d, om, o);
+  }
+}
+
 // The tiles of output rows [oh, oh + R) across the plane's columns, one after the other while their input rows
 // are in cache (column by column down the whole plane, 144x56x56 k3 at batch 32 ran 1.18x slower than the
 // channel groups).
@@ -182,27 +240,30 @@ template <int K, int S, int R, bool MB, bool EDGE, Act A>
 FZ_AVX512 __attribute__((always_inline)) inline void row_of_tiles(const float* x, const Plane& p,
                                                                   const Weights<K, MB>& wt, __m512 vh,
                                                                   float* y, int64_t oh, const Column<K, S>* cols,
-                                                                  int64_t ncols) {
-  for (int64_t b = 0; b < ncols; ++b) {
+                                                                  int64_t ncols, bool tail8) {
+  const int64_t n = ncols - tail8;
+  for (int64_t b = 0; b < n; ++b) {
     if (cols[b].masked) tile<K, S, R, MB, true, EDGE, A>(x, p, wt, vh, y, oh, cols[b]);
     else tile<K, S, R, MB, false, EDGE, A>(x, p, wt, vh, y, oh, cols[b]);
   }
+  if constexpr (K == 3 && S == 1 && !MB)
+    if (tail8) tile8<R, EDGE, A>(x, p, wt, vh, y, oh, cols[n]);
 }
 
 // One plane: x into y, weights w (K*K), BN scale and shift sc, sh. The tiles whose input rows all lie inside the
 // image run without the row checks.
 template <int K, int S, int R, bool MB, Act A>
 FZ_AVX512 __attribute__((noinline)) void plane(const float* x, const Plane& p, const float* w, float sc, float sh,
-                                               float* y, const Column<K, S>* cols, int64_t ncols) {
+                                               float* y, const Column<K, S>* cols, int64_t ncols, bool tail8) {
   constexpr int64_t pad = K / 2;
   static_assert(S * R >= pad, "the second tile's input rows start inside the image");
   const Weights<K, MB> wt(w, sc);
   const __m512 vh = _mm512_set1_ps(sh);
-  row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vh, y, 0, cols, ncols);
+  row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vh, y, 0, cols, ncols, tail8);
   int64_t oh = R;
   for (; S * (oh + R - 1) + pad < p.H; oh += R)
-    row_of_tiles<K, S, R, MB, false, A>(x, p, wt, vh, y, oh, cols, ncols);
-  for (; oh < p.OH; oh += R) row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vh, y, oh, cols, ncols);
+    row_of_tiles<K, S, R, MB, false, A>(x, p, wt, vh, y, oh, cols, ncols, tail8);
+  for (; oh < p.OH; oh += R) row_of_tiles<K, S, R, MB, true, A>(x, p, wt, vh, y, oh, cols, ncols, tail8);
 }
 
 // f(i, n, c) for each plane i = n * C + c of the N * C, with the activation a template constant (f's first
@@ -227,11 +288,14 @@ void run_planes(const float* x, Strides4 xs, const float* w, const float* sc, co
   const int64_t OHW = p.OH * p.OW;
   const int64_t ncols = static_cast<int64_t>(cols.size());
   const bool small = p.OH <= kSmallPlaneRows;
+  const bool tail8 = K == 3 && S == 1 && p.OW - cols.back().c0 <= 8;
   for_each_plane(N, C, OHW * K * K, act, [&](auto A, int64_t i, int64_t n, int64_t c) {
     constexpr Act AA = decltype(A)::value;
     const float* xp = x + n * xs.n + c * xs.c;
-    if (small) plane<K, S, kSmallRows, K == 5, AA>(xp, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(), ncols);
-    else plane<K, S, kRows, false, AA>(xp, p, w + c * K * K, sc[c], sh[c], y + i * OHW, cols.data(), ncols);
+    const float* wc = w + c * K * K;
+    const Column<K, S>* cs = cols.data();
+    if (small) plane<K, S, kSmallRows, K == 5, AA>(xp, p, wc, sc[c], sh[c], y + i * OHW, cs, ncols, tail8);
+    else plane<K, S, kRows, false, AA>(xp, p, wc, sc[c], sh[c], y + i * OHW, cs, ncols, tail8);
   });
 }
 
@@ -299,7 +363,7 @@ bool row_pairs_apply(const at::Tensor& x, int64_t K, int64_t stride) {
 bool dw_nchw_rows512_applies(const at::Tensor& x, int64_t K, int64_t stride, int64_t pad) {
   return x.scalar_type() == at::kFloat && (stride == 1 || (stride == 2 && K == 3)) && (K == 3 || K == 5) &&
          pad == K / 2 && ((x.size(3) - 1) / stride + 1 > 8 || row_pairs_apply(x, K, stride)) && x.stride(3) == 1 &&
-         cpu_has_avx512f();
+         cpu_has_avx512f() && __builtin_cpu_supports("avx512vl");
 }
 
 void dw_nchw_rows512(const at::Tensor& x, const at::Tensor& weight, const float* sc, const float* sh, int64_t stride,

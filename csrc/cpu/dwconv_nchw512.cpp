@@ -145,6 +145,18 @@ FZ_AVX512 __attribute__((always_inline)) inline __m512 folded_act(__m512 v) {
   }
 }
 
+// folded_act for 8 lanes (tile8). vact's hardswish there instead: 144x56x56 batch 1 1.03x slower (two A/Bs)
+template <Act A>
+FZ_AVX512 __attribute__((always_inline)) inline __m256 folded_act8(__m256 v) {
+  if constexpr (A == Act::HardSwish || A == Act::HardSigmoid) {
+    const __m256 r = _mm256_min_ps(_mm256_set1_ps(1.f), _mm256_max_ps(_mm256_setzero_ps(),
+        _mm256_fmadd_ps(v, _mm256_set1_ps(1.f / 6.f), _mm256_set1_ps(0.5f))));
+    return A == Act::HardSwish ? _mm256_mul_ps(v, r) : r;
+  } else {
+    return vact<A>(Vectorized<float>(v));
+  }
+}
+
 // Output rows [oh0, oh0 + R) of column c: act(vh + taps * scaled weights). Each input row's vector of kernel
 // column kw is built once and used by every output row of the tile it reaches (input row S * oh0 - pad + r is
 // kernel row r - S * i of output row oh0 + i). EDGE: the tile's input rows may lie above or below the image
@@ -214,7 +226,7 @@ FZ_AVX512 __attribute__((always_inline)) inline void tile8(const float* x, const
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i) {
     if (EDGE && oh0 + i >= p.OH) break;
-    const __m256 o = vact<A>(Vectorized<float>(acc[i]));  // the generic form: an eighth of the plane
+    const __m256 o = folded_act8<A>(acc[i]);
     float* d = y + (oh0 + i) * p.OW + c.c0;
     if (om == 0xFF) _mm256_storeu_ps(d, o);
     else _mm256_mask_storeu_ps(d, om, o);

@@ -54,6 +54,7 @@ namespace cpu {
 at::Tensor rgb_to_channels_last(const at::Tensor& x);
 bool cpu_has_avx512f();
 bool cpu_has_avx512bf16();
+bool cpu_has_amx_bf16();
 }
 }  // namespace fastzoo
 
@@ -70,9 +71,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["avx2"] = fastzoo::cpu_has_avx2();
     d["avx512f"] = fastzoo::cpu::cpu_has_avx512f();
     d["avx512bf16"] = fastzoo::cpu::cpu_has_avx512bf16();
+    d["amx_bf16"] = fastzoo::cpu::cpu_has_amx_bf16();
     return d;
-  }, "Which vector paths the CPU kernels take on this CPU (AVX-512 off with FASTZOO_NO_AVX512=1): avx2, avx512f, "
-     "and avx512bf16 (the bf16 GEMMs of pwconv_bn_act and the cache-tiled mbconv).");
+  }, "Which vector paths the CPU kernels take on this CPU (AVX-512 off with FASTZOO_NO_AVX512=1, AMX with "
+     "FASTZOO_NO_AMX=1): avx2, avx512f, avx512bf16 (the bf16 GEMMs of pwconv_bn_act and the cache-tiled mbconv) "
+     "and amx_bf16 (those GEMMs' blocks of 16 rows).");
   m.def("huge_page_empty", [](int64_t numel, at::ScalarType dtype) {
     return fastzoo::cpu::huge_page_empty(numel, at::TensorOptions().dtype(dtype));
   }, "Testing aid: the buffers a BlockChain and the tiled mbconv keep (huge_pages.h): a flat tensor of numel "

@@ -49,8 +49,9 @@ def main(argv=None) -> int:
     else:
         cuda = f"CUDA {ext['cuda_version']} kernels for archs {ext['cuda_archs']}" if ext["cuda"] else "no CUDA kernels"
         print(f"fastzoo._C: C++ CPU kernels, {cuda}")
-        paths = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512bf16": "AVX512-BF16 (the bf16 GEMMs)"}
-        on = [name for key, name in paths.items() if info["cpu_kernels"][key]]
+        paths = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512bf16": "AVX512-BF16 (the bf16 GEMMs)",
+                 "amx_bf16": "AMX-BF16 (the bf16 GEMMs' 16-row blocks)"}
+        on = [name for key, name in paths.items() if info["cpu_kernels"].get(key)]
         print(f"CPU kernel paths on this CPU: {', '.join(on) or 'generic (no AVX2)'}")
     print(f"GPUs: {', '.join(info['cuda_devices']) or 'none visible'}")
     print(f"backend setting: {info['backend']}")

@@ -169,6 +169,16 @@ void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, i
 void gemm_bf16_bn_act(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
                       c10::BFloat16* c, int64_t ldc, const float* sc, const float* sh, const c10::BFloat16* r,
                       int64_t ldr, Act act);
+// The same through AMX (gemm_amx_bf16.cpp), which gemm_bf16_bn_act takes for whole blocks of 16 rows where
+// cpu_has_amx_bf16() (AMX-BF16, the OS's permission, FASTZOO_NO_AMX not set) and K is even: P a multiple of 16,
+// a, r and a bf16 c as uint16_t.
+bool cpu_has_amx_bf16();
+void gemm_amx_bf16_bn_act(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
+                          float* c, int64_t ldc, const float* sc, const float* sh, const uint16_t* r, int64_t ldr,
+                          Act act);
+void gemm_amx_bf16_bn_act(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t P, int64_t K, int64_t Cout,
+                          uint16_t* c, int64_t ldc, const float* sc, const float* sh, const uint16_t* r, int64_t ldr,
+                          Act act);
 // P rows of C values, float32 (or bf16) to bf16, times gate[c] when gate is not null; and bf16 to float32.
 void rows_to_bf16(const float* x, int64_t P, int64_t C, int64_t ldx, const float* gate, c10::BFloat16* y,
                   int64_t ldy);

@@ -75,6 +75,12 @@ void gemm_bf16_impl(const c10::BFloat16* a, int64_t lda, const uint16_t* wp, int
                     Act act) {
   const auto* a16 = reinterpret_cast<const uint16_t*>(a);
   const auto* r16 = reinterpret_cast<const uint16_t*>(r);
+  if (K % 2 == 0 && P >= 16 && cpu_has_amx_bf16()) {  // whole blocks of 16 rows through AMX, the rest below
+    const int64_t done = P / 16 * 16;
+    gemm_amx_bf16_bn_act(a16, lda, wp, done, K, Cout, c, ldc, sc, sh, r16, ldr, act);
+    a16 += done * lda, c += done * ldc, r16 = r16 ? r16 + done * ldr : nullptr, P -= done;
+    if (P == 0) return;
+  }
   const int64_t K2 = (K + 1) / 2;
   // blocks of rows (~16 KiB of a, at most 96 rows) through every panel, as gemm_packed_bn_act does for large a
   // (its one block for a of at most 256 KiB has not been measured here)

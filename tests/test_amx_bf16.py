@@ -22,7 +22,7 @@ def kernels():
 def test_the_vdpbf16ps_tiles_with_amx_turned_off():
     env = {**os.environ, "FASTZOO_NO_AMX": "1"}
     probe = subprocess.run([sys.executable, "-c", "import fastzoo; print(fastzoo._ext._C.cpu_kernels())"], env=env,
-                           capture_output=True, text=True, cwd=os.path.dirname(HERE))
+                           capture_output=True, text=True, cwd=HERE)
     assert "'amx_bf16': False" in probe.stdout and "'avx512bf16': True" in probe.stdout, probe.stdout + probe.stderr
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS, "-k",
                         "cpu and not shared"], env=env, capture_output=True, text=True, cwd=HERE)

@@ -79,10 +79,11 @@ def bf16_gemms():
 # or by 16-channel panels: odd Cin (the last pair's upper half 0), last panels of 1-15 channels, 1-3 pixels
 # (the classifier's rows), a residual. Where the CPU has AMX too, its blocks of 16 rows take AMX: Cin under
 # 32, 32 x 2 and 32 x 2 + 6 (the last K % 32 in tiles of their own), 5 and 7 panels (in groups of 4), 6 and 14
-# rows left to the vdpbf16ps tiles (test_amx_bf16.py runs these again without AMX). Its one rounding is the output's to bf16, so every element is within
-# one bf16 step (2^-8 relative) of the float64 oracle on the same bf16 inputs; with SiLU, computed to bf16's
-# precision (silu512_bf16, 1e-4 relative) before that rounding, within 2^-8 + 1.2e-4 (against 2^-8 alone, 400
-# random draws of the first shape needed up to 1.008 x 2^-8, and a CI run failed at 1.016x).
+# rows left to the vdpbf16ps tiles (test_amx_bf16.py runs these again without AMX). Its one rounding is the
+# output's to bf16, so every element is within one bf16 step (2^-8 relative) of the float64 oracle on the same
+# bf16 inputs; with SiLU, computed to bf16's precision (silu512_bf16, 1e-4 relative) before that rounding, within
+# 2^-8 + 1.2e-4 (against 2^-8 alone, 400 random draws of the first shape needed up to 1.008 x 2^-8, and a CI run
+# failed at 1.016x).
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n,cin,cout,h,w", [(2, 24, 40, 9, 7), (1, 19, 33, 5, 5), (3, 7, 100, 1, 1),
                                             (1, 5, 17, 1, 3), (2, 70, 72, 5, 7), (1, 64, 100, 4, 8)])

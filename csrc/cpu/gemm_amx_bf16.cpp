@@ -1,7 +1,8 @@
 // The bf16 GEMMs of gemm_bf16.cpp through AMX, where the CPU has AMX-BF16 and the OS lets this process use its
 // tile registers (cpu_has_amx_bf16): one tdpbf16ps multiplies 16 rows x 32 channels by 32 x 16 into float32,
-// 16 times vdpbf16ps's work, and on these 2-core Xeon VMs vdpbf16ps (one port) runs at half the float32 FMA
-// rate, so without AMX the bf16 models were 0.8-0.9x float32. The packed panels are already AMX's B layout
+// 16 times vdpbf16ps's work. On session 32's Xeon VM vdpbf16ps ran 1.75 G/s on one core (56 G multiply-adds)
+// against 6.2 G/s zmm FMAs (99 G), standalone loops: without AMX its bf16 models were 0.78-0.91x float32, with
+// it 1.02-2.21x (BENCHMARKS.md, bf16 session 32). The packed panels are already AMX's B layout
 // (per pair of input channels a 64-byte row of 16 (w[o, 2j], w[o, 2j+1])), so a tile of B is 16 rows of a panel.
 // A tile is 16 rows of a; the C tiles go through a 4 KiB buffer into the same BN + act (+ residual) epilogue.
 #include <ATen/ATen.h>

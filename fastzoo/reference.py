@@ -57,10 +57,19 @@ def mbconv(x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw
     return pwconv_bn_act(h, project_weight, project_scale, project_shift, "identity", x if residual else None)
 
 
+def _kxk_conv(x, weight, stride: int, pad: int):
+    """F.conv2d, in float32 for a bf16 / fp16 CPU x with one output column at stride 2: there torch 2.14.1's CPU
+    conv (oneDNN, on an AMX Xeon) returns wrong values, errors the size of the outputs."""
+    if x.device.type == "cpu" and x.dtype != torch.float32 and stride > 1 \
+            and (x.shape[3] + 2 * pad - weight.shape[3]) // stride == 0:
+        return F.conv2d(x.float(), weight.float(), None, stride, pad).to(x.dtype)
+    return F.conv2d(x, weight, None, stride, pad)
+
+
 def fused_mbconv(x, conv_weight, conv_scale, conv_shift, project_weight, project_scale, project_shift,
                  stride: int = 1, act: str = "silu", residual: bool = False):
     k = conv_weight.shape[-1]
-    h = F.conv2d(x, conv_weight, None, stride, k // 2)
+    h = _kxk_conv(x, conv_weight, stride, k // 2)
     h = activations.apply(act, h * _vec(conv_scale, h) + _vec(conv_shift, h))
     if project_weight is None:
         return h + x if residual else h

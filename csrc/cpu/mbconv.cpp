@@ -160,6 +160,18 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
   return out;
 }
 
+// at::convolution, in float32 where x is bf16 / fp16 with one output column at stride 2: there oneDNN (torch 2.14.1,
+// on session 32's AMX Xeon) returns wrong values, errors the size of the outputs (105 of 1764 shapes tried, each
+// stride 2 with one output column); at that size the float32 detour costs nothing.
+static at::Tensor kxk_conv(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                           int64_t stride, int64_t pad, int64_t OW) {
+  if (x.scalar_type() != at::kFloat && stride > 1 && OW == 1)
+    return at::convolution(x.to(at::kFloat), w.to(at::kFloat),
+                           bias ? std::optional<at::Tensor>(bias->to(at::kFloat)) : std::nullopt, {stride, stride},
+                           {pad, pad}, {1, 1}, false, {0, 0}, 1).to(x.scalar_type());
+  return at::convolution(x, w, bias, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+}
+
 at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, const at::Tensor& conv_scale,
                             const at::Tensor& conv_shift, const std::optional<at::Tensor>& project_weight,
                             const std::optional<at::Tensor>& project_scale,
@@ -212,13 +224,13 @@ at::Tensor fused_mbconv_cpu(const at::Tensor& x, const at::Tensor& conv_weight, 
   } else if (fast && conv_weight.numel() <= N * Cmid * OH * OW) {
     const at::Tensor wf = (conv_weight.to(csc.scalar_type()) * csc.view({Cmid, 1, 1, 1})).to(x.scalar_type())
                               .contiguous(conv_weight.suggest_memory_format());
-    h = at::convolution(x, wf, conv_shift.to(x.scalar_type()), {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    h = kxk_conv(x, wf, conv_shift.to(x.scalar_type()), stride, pad, OW);
     act_inplace(h, act, true);
   } else if (fast) {
-    h = at::convolution(x, conv_weight, std::nullopt, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    h = kxk_conv(x, conv_weight, std::nullopt, stride, pad, OW);
     pw_epilogue_inplace(h, csc, csh, nullptr, act, true);
   } else {
-    h = at::convolution(x, conv_weight, std::nullopt, {stride, stride}, {pad, pad}, {1, 1}, false, {0, 0}, 1);
+    h = kxk_conv(x, conv_weight, std::nullopt, stride, pad, OW);
     pw_epilogue_inplace(h, csc, csh, nullptr, act, false);
   }
   if (has_proj) {

@@ -60,7 +60,7 @@ def mbconv(x, expand_weight, expand_scale, expand_shift, dw_weight, dw_scale, dw
 def _kxk_conv(x, weight, stride: int, pad: int):
     """F.conv2d, in float32 for a bf16 / fp16 CPU x with one output column at stride 2: there torch 2.14.1's CPU
     conv (oneDNN, on an AMX Xeon) returns wrong values, errors the size of the outputs."""
-    if x.device.type == "cpu" and x.dtype != torch.float32 and stride > 1 \
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and stride > 1 \
             and (x.shape[3] + 2 * pad - weight.shape[3]) // stride == 0:
         return F.conv2d(x.float(), weight.float(), None, stride, pad).to(x.dtype)
     return F.conv2d(x, weight, None, stride, pad)

@@ -165,7 +165,7 @@ at::Tensor mbconv_cpu(const at::Tensor& x, const std::optional<at::Tensor>& expa
 // stride 2 with one output column); at that size the float32 detour costs nothing.
 static at::Tensor kxk_conv(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                            int64_t stride, int64_t pad, int64_t OW) {
-  if (x.scalar_type() != at::kFloat && stride > 1 && OW == 1)
+  if ((x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf) && stride > 1 && OW == 1)
     return at::convolution(x.to(at::kFloat), w.to(at::kFloat),
                            bias ? std::optional<at::Tensor>(bias->to(at::kFloat)) : std::nullopt, {stride, stride},
                            {pad, pad}, {1, 1}, false, {0, 0}, 1).to(x.scalar_type());

@@ -51,7 +51,8 @@ TileConfig tile_config(int64_t K) {
 
 // 16 rows of a (from a, lda) times the NP panels at wp (K2 pairs each) into tiles 0..NP-1
 template <int NP>
-FZ_AMX void block_products(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t K, int64_t K2) {
+FZ_AMX void block_products(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t K) {
+  const int64_t K2 = K / 2;
   if constexpr (NP > 0) _tile_zero(0);
   if constexpr (NP > 1) _tile_zero(1);
   if constexpr (NP > 2) _tile_zero(2);
@@ -88,28 +89,25 @@ FZ_AMX void gemm_amx(const uint16_t* a, int64_t lda, const uint16_t* wp, int64_t
                      int64_t ldc, const float* sc, const float* sh, const uint16_t* r, int64_t ldr) {
   const TileConfig cfg = tile_config(K);
   _tile_loadconfig(&cfg);
-  const int64_t K2 = K / 2;
   alignas(64) float buf[kPanels][16][16];
   for (int64_t p0 = 0; p0 < P; p0 += 16) {
     for (int64_t o0 = 0; o0 < Cout; o0 += 16 * kPanels) {
       const int np = static_cast<int>(std::min<int64_t>(kPanels, (Cout - o0 + 15) / 16));
-      const uint16_t* w = wp + o0 * K;  // panel o0 / 16: 32 * K2 values each
+      const uint16_t* w = wp + o0 * K;  // panel o0 / 16: 16 * K values each
       const uint16_t* ap = a + p0 * lda;
       switch (np) {
-        case 1: block_products<1>(ap, lda, w, K, K2); store_products<1>(buf); break;
-        case 2: block_products<2>(ap, lda, w, K, K2); store_products<2>(buf); break;
-        case 3: block_products<3>(ap, lda, w, K, K2); store_products<3>(buf); break;
-        default: block_products<4>(ap, lda, w, K, K2); store_products<4>(buf); break;
+        case 1: block_products<1>(ap, lda, w, K); store_products<1>(buf); break;
+        case 2: block_products<2>(ap, lda, w, K); store_products<2>(buf); break;
+        case 3: block_products<3>(ap, lda, w, K); store_products<3>(buf); break;
+        default: block_products<4>(ap, lda, w, K); store_products<4>(buf); break;
       }
       for (int q = 0; q < np; ++q) {
         const int64_t o = o0 + 16 * q;
         const __mmask16 m = lanes(0, Cout - o);
         const __m512 vs = _mm512_maskz_loadu_ps(m, sc + o), vh = _mm512_maskz_loadu_ps(m, sh + o);
-        for (int i = 0; i < 16; ++i) {
-          __m512 v = _mm512_fmadd_ps(_mm512_load_ps(buf[q][i]), vs, vh);
-          if (r) v = _mm512_add_ps(v, bf16_to_f32(_mm256_maskz_loadu_epi16(m, r + (p0 + i) * ldr + o)));
-          store16(c + (p0 + i) * ldc + o, vact512_bf16<A>(v), m);
-        }
+        for (int i = 0; i < 16; ++i)
+          bn_act_store16<A>(c + (p0 + i) * ldc + o, _mm512_load_ps(buf[q][i]), vs, vh,
+                            r ? r + (p0 + i) * ldr + o : nullptr, m);
       }
     }
   }

@@ -53,11 +53,7 @@ FZ_BF16 __attribute__((noinline)) void tile_bf16(const uint16_t* a, int64_t lda,
   }
   const __m512 vs = _mm512_maskz_loadu_ps(m, sc), vh = _mm512_maskz_loadu_ps(m, sh);
 #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    __m512 v = _mm512_fmadd_ps(acc[i], vs, vh);
-    if (r) v = _mm512_add_ps(v, bf16_to_f32(_mm256_maskz_loadu_epi16(m, r + i * ldr)));
-    store16(c + i * ldc, vact512_bf16<A>(v), m);
-  }
+  for (int i = 0; i < MR; ++i) bn_act_store16<A>(c + i * ldc, acc[i], vs, vh, r ? r + i * ldr : nullptr, m);
 }
 
 template <Act A, typename Out>

@@ -37,6 +37,16 @@ FZ_BF16 inline void store16(Out* c, __m512 v, __mmask16 m) {
     _mm256_mask_storeu_epi16(c, m, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
 }
 
+// The bf16 GEMMs' epilogue (gemm_bf16.cpp, gemm_amx_bf16.cpp): c[0..16) in mask m = act(acc * vs + vh (+ the bf16
+// residual at r, when r is not null))
+template <Act A, typename Out>
+FZ_BF16 __attribute__((always_inline)) inline void bn_act_store16(Out* c, __m512 acc, __m512 vs, __m512 vh,
+                                                                  const uint16_t* r, __mmask16 m) {
+  __m512 v = _mm512_fmadd_ps(acc, vs, vh);
+  if (r) v = _mm512_add_ps(v, bf16_to_f32(_mm256_maskz_loadu_epi16(m, r)));
+  store16(c, vact512_bf16<A>(v), m);
+}
+
 }  // namespace cpu
 }  // namespace fastzoo
 #endif
